@@ -1,0 +1,1 @@
+"""The callbot (a later capability): audio in and out of a call, STT, TTS, dialogue."""

@@ -1,0 +1,3 @@
+from ivr.cli import main
+
+main()

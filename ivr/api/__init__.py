@@ -1,0 +1,1 @@
+"""The HTTP API (FastAPI): health, metrics, authentication and the call records."""

@@ -1,0 +1,54 @@
+"""The FastAPI application: ``ivr api`` serves it with uvicorn."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from redis.asyncio import Redis
+
+from ivr.api.auth import ensure_first_admin
+from ivr.api.routes import auth, calls, system
+from ivr.ari import AriClient
+from ivr.db import create_engine, init_schema, sessionmaker
+from ivr.secrets import load_settings
+from ivr.settings import Settings
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or load_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(settings.sql_url)
+        await init_schema(engine)
+        sessions = sessionmaker(engine)
+        admin_password = settings.admin_password
+        await ensure_first_admin(
+            sessions, admin_password.get_secret_value() if admin_password else None
+        )
+        app.state.settings = settings
+        app.state.engine = engine
+        app.state.sessions = sessions
+        app.state.redis = Redis.from_url(settings.redis_dsn, decode_responses=True,
+                                         socket_timeout=1, socket_connect_timeout=1)
+        app.state.ari = AriClient(settings.ari_base_url, settings.ari_user,
+                                  settings.ari_secret(), timeout=2)
+        try:
+            yield
+        finally:
+            await app.state.ari.close()
+            await app.state.redis.aclose()
+            await engine.dispose()
+
+    app = FastAPI(
+        title="120 IVR server",
+        summary="Telephony and IVR server of a city's public call center",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.include_router(system.router)
+    app.include_router(auth.router)
+    app.include_router(calls.router)
+    return app

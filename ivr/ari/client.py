@@ -1,0 +1,146 @@
+"""A thin, typed async client for the Asterisk REST Interface (the REST half).
+
+Every call has a timeout and turns a failure into an :class:`AriError` that says which request
+failed and why, so that one call's error can be logged and handled without guessing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+
+Json = dict[str, Any]
+
+
+class AriError(Exception):
+    """A failed ARI request: the method, path, HTTP status (0 when unreachable) and reason."""
+
+    def __init__(self, method: str, path: str, status: int, reason: str) -> None:
+        super().__init__(f"ARI {method} {path} failed: {status or 'unreachable'} {reason}")
+        self.method = method
+        self.path = path
+        self.status = status
+        self.reason = reason
+
+    @property
+    def not_found(self) -> bool:
+        return self.status == 404
+
+
+class AriClient:
+    """REST calls to one Asterisk. Use as ``async with AriClient(...) as ari``."""
+
+    def __init__(self, base_url: str, user: str, password: str, timeout: float = 5.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.user = user
+        self.password = password
+        self._http = httpx.AsyncClient(
+            base_url=f"{self.base_url}/ari",
+            auth=(user, password),
+            timeout=timeout,
+        )
+
+    async def __aenter__(self) -> AriClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        params: dict[str, Any] | None = None,
+        body: Json | None = None,
+    ) -> Any:
+        try:
+            response = await self._http.request(method, path, params=params, json=body)
+        except httpx.HTTPError as exc:
+            raise AriError(method, path, 0, f"{type(exc).__name__}: {exc}") from exc
+        if response.status_code >= 400:
+            try:
+                reason = str(response.json().get("message", response.text))
+            except ValueError:
+                reason = response.text.strip()[:200]
+            raise AriError(method, path, response.status_code, reason)
+        if response.status_code == 204 or not response.content:
+            return None
+        return response.json()
+
+    # --- Asterisk ---------------------------------------------------------------------------
+
+    async def asterisk_info(self) -> Json:
+        result: Json = await self.request("GET", "/asterisk/info")
+        return result
+
+    async def ping(self) -> Json:
+        result: Json = await self.request("GET", "/asterisk/ping")
+        return result
+
+    async def application(self, name: str) -> Json:
+        result: Json = await self.request("GET", f"/applications/{name}")
+        return result
+
+    # --- Channels ---------------------------------------------------------------------------
+
+    async def channels(self) -> list[Json]:
+        result: list[Json] = await self.request("GET", "/channels")
+        return result
+
+    async def channel(self, channel_id: str) -> Json:
+        result: Json = await self.request("GET", f"/channels/{channel_id}")
+        return result
+
+    async def answer(self, channel_id: str) -> None:
+        await self.request("POST", f"/channels/{channel_id}/answer")
+
+    async def ring(self, channel_id: str) -> None:
+        await self.request("POST", f"/channels/{channel_id}/ring")
+
+    async def progress(self, channel_id: str) -> None:
+        """Send 183 Session Progress, so that early media (an announcement) reaches the caller."""
+        await self.request("POST", f"/channels/{channel_id}/progress")
+
+    async def hangup(self, channel_id: str, reason: str = "normal") -> None:
+        """Hang up; ``reason`` is ARI's name of the cause (normal, busy, unallocated, ...)."""
+        await self.request("DELETE", f"/channels/{channel_id}", params={"reason": reason})
+
+    async def play(
+        self,
+        channel_id: str,
+        media: str | Sequence[str],
+        playback_id: str | None = None,
+        lang: str | None = None,
+    ) -> Json:
+        """Start playing one or several media URIs (``sound:/path/without/extension``)."""
+        params: dict[str, Any] = {"media": [media] if isinstance(media, str) else list(media)}
+        if lang:
+            params["lang"] = lang
+        path = f"/channels/{channel_id}/play"
+        if playback_id:
+            path = f"{path}/{playback_id}"
+        result: Json = await self.request("POST", path, params=params)
+        return result
+
+    async def set_variable(self, channel_id: str, name: str, value: str) -> None:
+        await self.request(
+            "POST", f"/channels/{channel_id}/variable", params={"variable": name, "value": value}
+        )
+
+    # --- Playbacks and bridges --------------------------------------------------------------
+
+    async def playback(self, playback_id: str) -> Json:
+        result: Json = await self.request("GET", f"/playbacks/{playback_id}")
+        return result
+
+    async def stop_playback(self, playback_id: str) -> None:
+        await self.request("DELETE", f"/playbacks/{playback_id}")
+
+    async def bridges(self) -> list[Json]:
+        result: list[Json] = await self.request("GET", "/bridges")
+        return result

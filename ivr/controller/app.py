@@ -1,0 +1,192 @@
+"""The ARI controller: receives every event of the Stasis application and runs the calls.
+
+Events of one channel are handled in order, one at a time; events of different channels run
+concurrently. On every (re)connection of the events socket, the calls in Stasis are matched
+with their live state in Redis, so calls that were up while no controller listened carry on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import signal
+
+from redis.asyncio import Redis
+
+from ivr.ari import AriClient, Event, EventStream
+from ivr.controller.call import Call, CallServices
+from ivr.controller.records import CallRecords
+from ivr.controller.store import CallData, CallStore
+from ivr.db import create_engine, init_schema, sessionmaker
+from ivr.lines import DidTable
+from ivr.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Synthetic events the controller puts in a channel's queue itself.
+RECOVER = "ControllerRecover"
+VANISHED = "ControllerVanished"
+
+
+def channel_of(event: Event) -> str | None:
+    """The channel an ARI event belongs to, if any."""
+    if "channel" in event:
+        return str(event["channel"]["id"])
+    playback = event.get("playback")
+    if playback and str(playback.get("target_uri", "")).startswith("channel:"):
+        return str(playback["target_uri"].split(":", 1)[1])
+    return None
+
+
+class Controller:
+    def __init__(self, settings: Settings, redis: Redis, ari: AriClient,
+                 records: CallRecords, dids: DidTable) -> None:
+        self.settings = settings
+        self.store = CallStore(redis, settings.node_id)
+        self.services = CallServices(
+            ari=ari,
+            store=self.store,
+            records=records,
+            dids=dids,
+            prompts_dir=settings.rendered_prompts_path,
+        )
+        self.ari = ari
+        self.calls: dict[str, Call] = {}
+        self._queues: dict[str, collections.deque[Event]] = {}
+        self._workers: set[asyncio.Task[None]] = set()
+        self.events = EventStream(
+            settings.ari_base_url,
+            settings.ari_app,
+            settings.ari_user,
+            settings.ari_secret(),
+            on_event=self.on_event,
+            on_connected=self.recover,
+        )
+
+    # --- Event intake -------------------------------------------------------------------------
+
+    async def on_event(self, event: Event) -> None:
+        channel_id = channel_of(event)
+        if channel_id is None:
+            log.debug("event without a channel: %s", event.get("type"))
+            return
+        self._enqueue(channel_id, event)
+
+    def _enqueue(self, channel_id: str, event: Event) -> None:
+        queue = self._queues.get(channel_id)
+        if queue is not None:
+            queue.append(event)
+            return
+        queue = self._queues[channel_id] = collections.deque([event])
+        worker = asyncio.create_task(self._drain(channel_id, queue))
+        self._workers.add(worker)
+        worker.add_done_callback(self._workers.discard)
+
+    async def _drain(self, channel_id: str, queue: collections.deque[Event]) -> None:
+        try:
+            while queue:
+                await self._handle(channel_id, queue.popleft())
+        finally:
+            del self._queues[channel_id]
+
+    async def _handle(self, channel_id: str, event: Event) -> None:
+        call = self.calls.get(channel_id)
+        try:
+            kind = event["type"]
+            if kind == "StasisStart" and call is None:
+                call = self.calls[channel_id] = Call.from_stasis_start(event, self.services)
+                await call.start()
+            elif kind == RECOVER:
+                await self._recover_call(channel_id, event)
+            elif kind == VANISHED:
+                await self._vanished_call(channel_id)
+            elif call is not None:
+                await call.handle(event)
+            else:
+                log.debug("%s for unknown channel %s", kind, channel_id)
+        except Exception as exc:  # one call's failure never stops the others
+            log.exception("call %s: error handling %s", channel_id, event.get("type"))
+            if call is not None:
+                await call.fail(exc)
+        finally:
+            if call is not None and call.data.state == "ended":
+                self.calls.pop(channel_id, None)
+
+    # --- Recovery after (re)connection --------------------------------------------------------
+
+    async def recover(self) -> None:
+        """Match the channels in Stasis with the calls Redis knows, after each connection."""
+        channels = await self.ari.channels()
+        in_stasis = {
+            channel["id"]: channel
+            for channel in channels
+            if channel.get("dialplan", {}).get("app_name") == "Stasis"
+            and str(channel["dialplan"].get("app_data", "")).split(",")[0] == self.settings.ari_app
+        }
+        known = await self.store.channel_ids()
+        for channel_id, channel in in_stasis.items():
+            if channel_id not in self.calls:
+                self._enqueue(channel_id, {"type": RECOVER, "channel": channel})
+        for channel_id in known - in_stasis.keys():
+            self._enqueue(channel_id, {"type": VANISHED, "channel": {"id": channel_id}})
+        log.info("recovered: %d calls in Stasis, %d ended while away", len(in_stasis),
+                 len(known - in_stasis.keys()))
+
+    async def _recover_call(self, channel_id: str, event: Event) -> None:
+        if channel_id in self.calls:
+            return
+        data = await self.store.load(channel_id)
+        if data is None:
+            # In Stasis but never saved (the controller died at once): start it afresh.
+            app_args = str(event["channel"]["dialplan"].get("app_data", "")).split(",")[1:]
+            start = {"type": "StasisStart", "channel": event["channel"], "args": app_args}
+            call = self.calls[channel_id] = Call.from_stasis_start(start, self.services)
+            await call.start()
+            return
+        call = self.calls[channel_id] = Call(data, self.services)
+        await call.resume()
+
+    async def _vanished_call(self, channel_id: str) -> None:
+        data = await self.store.load(channel_id)
+        if data is None:
+            await self.store.remove(channel_id)
+            return
+        await Call(data, self.services).vanished()
+
+    # --- Running ------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        await self.events.run()
+
+
+async def run_controller(settings: Settings) -> None:
+    """The ``ivr controller`` process: runs until SIGTERM or SIGINT."""
+    engine = create_engine(settings.sql_url)
+    await init_schema(engine)
+    redis = Redis.from_url(settings.redis_dsn, decode_responses=True,
+                           socket_timeout=2, socket_connect_timeout=2,
+                           health_check_interval=10)
+    dids = DidTable.load(settings.dialplans_path / "dids.yaml")
+    ari = AriClient(settings.ari_base_url, settings.ari_user, settings.ari_secret(),
+                    timeout=settings.ari_timeout)
+    controller = Controller(settings, redis, ari, CallRecords(sessionmaker(engine)), dids)
+    log.info("controller for node %s: ARI %s, app %r, %d DIDs", settings.node_id,
+             settings.ari_base_url, settings.ari_app, len(dids.dids))
+
+    loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        if main is not None:
+            loop.add_signal_handler(sig, main.cancel)
+    try:
+        await controller.run()
+    except asyncio.CancelledError:
+        log.info("controller stopping")
+    finally:
+        await ari.close()
+        await redis.aclose()
+        await engine.dispose()
+
+
+__all__ = ["CallData", "Controller", "run_controller"]

@@ -1,0 +1,54 @@
+"""Call records in SQL: written when a call starts, is answered and ends."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from ivr.controller.store import CallData
+from ivr.models import CallRecord
+
+log = logging.getLogger(__name__)
+
+
+class CallRecords:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+
+    async def started(self, call: CallData, at: datetime) -> None:
+        async with self._sessions() as session, session.begin():
+            session.add(
+                CallRecord(
+                    id=call.record_id,
+                    channel_id=call.channel_id,
+                    did=call.did,
+                    caller=call.caller,
+                    line=call.line,
+                    district=call.district,
+                    language=call.language,
+                    path=list(call.path),
+                    started_at=at,
+                )
+            )
+
+    async def answered(self, call: CallData, at: datetime) -> None:
+        await self._update(call.record_id, answered_at=at)
+
+    async def ended(self, call: CallData, at: datetime) -> None:
+        await self._update(
+            call.record_id,
+            ended_at=at,
+            outcome=call.outcome,
+            hangup_cause=call.hangup_cause or None,
+            path=list(call.path),
+            language=call.language,
+        )
+
+    async def _update(self, record_id: str, **values: object) -> None:
+        async with self._sessions() as session, session.begin():
+            await session.execute(
+                update(CallRecord).where(CallRecord.id == record_id).values(**values)
+            )

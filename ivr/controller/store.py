@@ -1,0 +1,110 @@
+"""Live state of calls in Redis: the single source of live truth.
+
+Each call in progress is a hash ``ivr:call:<channel id>``; the set ``ivr:calls:<node>`` lists
+the calls of one Asterisk node, so that a controller restarted for that node finds them again.
+Counters for /metrics live in the hash ``ivr:metrics:calls``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, cast
+
+from redis.asyncio import Redis
+
+from ivr.controller.state import CallState
+
+CALL_TTL_SECONDS = 24 * 3600  # a call's live state outlives no call by more than a day
+METRICS_KEY = "ivr:metrics:calls"
+
+
+@dataclass
+class CallData:
+    """What the server knows of one call in progress."""
+
+    channel_id: str
+    record_id: str
+    did: str
+    caller: str = ""
+    line: str | None = None
+    district: str | None = None
+    language: str = "ko"
+    state: CallState = CallState.RINGING
+    step: str = ""  # what the call is doing in its state (which prompt plays...)
+    playback_id: str = ""
+    started_at: str = ""
+    answered_at: str = ""
+    outcome: str = ""
+    hangup_cause: str = ""
+    path: list[str] = field(default_factory=list)
+
+    def to_redis(self) -> dict[str, str]:
+        values = asdict(self)
+        values["state"] = str(self.state)
+        values["path"] = json.dumps(self.path)
+        return {key: str(value) if value is not None else "" for key, value in values.items()}
+
+    @classmethod
+    def from_redis(cls, values: dict[str, str]) -> CallData:
+        data: dict[str, Any] = dict(values)
+        data["state"] = CallState(data.get("state", CallState.RINGING))
+        data["path"] = json.loads(data.get("path") or "[]")
+        for optional in ("line", "district"):
+            data[optional] = data.get(optional) or None
+        known = cls.__dataclass_fields__
+        return cls(**{key: value for key, value in data.items() if key in known})
+
+
+class CallStore:
+    def __init__(self, redis: Redis, node: str) -> None:
+        self.redis = redis
+        self.node = node
+        self.calls_key = f"ivr:calls:{node}"
+
+    @staticmethod
+    def call_key(channel_id: str) -> str:
+        return f"ivr:call:{channel_id}"
+
+    async def save(self, call: CallData) -> None:
+        key = self.call_key(call.channel_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping=cast(dict[Any, Any], call.to_redis()))
+            pipe.expire(key, CALL_TTL_SECONDS)
+            pipe.sadd(self.calls_key, call.channel_id)
+            await pipe.execute()
+
+    async def load(self, channel_id: str) -> CallData | None:
+        values = cast(dict[str, str], await self.redis.hgetall(self.call_key(channel_id)))
+        if not values:
+            return None
+        return CallData.from_redis(values)
+
+    async def remove(self, channel_id: str) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(self.call_key(channel_id))
+            pipe.srem(self.calls_key, channel_id)
+            await pipe.execute()
+
+    async def channel_ids(self) -> set[str]:
+        return cast(set[str], await self.redis.smembers(self.calls_key))
+
+    async def count_ended(self, line: str | None, outcome: str) -> None:
+        await self.redis.hincrby(METRICS_KEY, f"{line or 'none'}|{outcome}", 1)
+
+
+async def ended_call_counts(redis: Redis) -> dict[tuple[str, str], int]:
+    """Calls ended so far, by (line, outcome), for /metrics."""
+    raw = cast(dict[str, str], await redis.hgetall(METRICS_KEY))
+    counts: dict[tuple[str, str], int] = {}
+    for field_name, value in raw.items():
+        line, _, outcome = field_name.partition("|")
+        counts[(line, outcome)] = int(value)
+    return counts
+
+
+async def active_call_count(redis: Redis) -> int:
+    total = 0
+    async for key in redis.scan_iter(match="ivr:calls:*"):
+        total += await redis.scard(key)
+    return total

@@ -1,0 +1,87 @@
+"""Durable records, kept in SQL: users of the API and the record of every call."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, ClassVar
+
+from sqlalchemy import JSON, DateTime, String
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class Base(DeclarativeBase):
+    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: DateTime(timezone=True)}
+
+
+class Role(StrEnum):
+    ADMIN = "admin"
+    SUPERVISOR = "supervisor"
+    AGENT = "agent"
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    username: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    password_hash: Mapped[str] = mapped_column(String(128))
+    role: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class CallOutcome(StrEnum):
+    """How a call ended. Later capabilities add answered, abandoned, callback, transferred..."""
+
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"  # the server finished the call's service and hung up
+    CALLER_HUNG_UP = "caller_hung_up"
+    NOT_IN_SERVICE = "not_in_service"
+    FAILED = "failed"  # the server could not serve the call (an error, reported in the log)
+    UNOBSERVED_END = "unobserved_end"  # ended while no controller was listening
+
+
+class CallRecord(Base):
+    """One call, from the first ring to the hang-up."""
+
+    __tablename__ = "calls"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    channel_id: Mapped[str] = mapped_column(String(64), index=True)
+    did: Mapped[str] = mapped_column(String(32))
+    caller: Mapped[str] = mapped_column(String(64), default="")
+    line: Mapped[str | None] = mapped_column(String(32), default=None)
+    district: Mapped[str | None] = mapped_column(String(32), default=None)
+    language: Mapped[str | None] = mapped_column(String(8), default=None)
+    path: Mapped[list[str]] = mapped_column(JSON, default=list)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    answered_at: Mapped[datetime | None] = mapped_column(default=None)
+    ended_at: Mapped[datetime | None] = mapped_column(default=None)
+    outcome: Mapped[str] = mapped_column(String(32), default=CallOutcome.IN_PROGRESS)
+    hangup_cause: Mapped[str | None] = mapped_column(String(64), default=None)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "channel_id": self.channel_id,
+            "did": self.did,
+            "caller": self.caller,
+            "line": self.line,
+            "district": self.district,
+            "language": self.language,
+            "path": list(self.path or []),
+            "started_at": self.started_at.isoformat() if self.started_at else None,
+            "answered_at": self.answered_at.isoformat() if self.answered_at else None,
+            "ended_at": self.ended_at.isoformat() if self.ended_at else None,
+            "outcome": self.outcome,
+            "hangup_cause": self.hangup_cause,
+        }

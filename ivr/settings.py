@@ -1,0 +1,134 @@
+"""The one typed settings object of the server.
+
+Every value comes from an environment variable prefixed ``IVR_`` (``IVR_SIP_PORT=5070``), with
+defaults that run on one machine out of the box. Secrets that are not given are generated once
+and kept in the data folder (see :mod:`ivr.secrets`), never in the repository.
+"""
+
+from __future__ import annotations
+
+import shutil
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="IVR_", extra="ignore")
+
+    # Folders. Relative paths are taken from the folder the server is started in.
+    project_dir: Path = Field(default_factory=Path.cwd)
+    data_dir: Path = Path("var")
+    dialplans_dir: Path = Path("dialplans")
+    prompts_dir: Path = Path("audio_prompts")
+
+    # SIP (PJSIP) and media.
+    sip_bind: str = "127.0.0.1"
+    sip_port: int = 5060
+    trunk_match: str = "127.0.0.1"  # comma-separated addresses or networks of the carrier
+    rtp_start: int = 10000
+    rtp_end: int = 20000
+
+    # ARI: Asterisk's HTTP server, and the Stasis application the controller registers.
+    ari_bind: str = "127.0.0.1"
+    ari_port: int = 8088
+    ari_url: str | None = None  # where the controller reaches ARI; default http://127.0.0.1:<port>
+    ari_user: str = "ivr"
+    ari_password: SecretStr | None = None
+    ari_app: str = "ivr"
+    ari_timeout: float = 5.0
+    node_id: str = "node1"  # this Asterisk node's name; live state in Redis is kept per node
+
+    # Asterisk itself: "host" runs a packaged asterisk, "root" the Debian root folder (chroot).
+    asterisk_mode: Literal["auto", "host", "root"] = "auto"
+    asterisk_root: Path = Path(".cache/asterisk-root")
+    asterisk_binary: str = "/usr/sbin/asterisk"
+
+    # API.
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    secret_key: SecretStr | None = None
+    admin_password: SecretStr | None = None
+    token_minutes: int = 8 * 60
+
+    # Redis: the project starts its own server unless a URL is given.
+    redis_url: str | None = None
+    redis_port: int = 6379
+    redis_server_binary: str = "redis-server"
+
+    # SQL: SQLite in the data folder unless a URL is given (postgresql+asyncpg://...).
+    database_url: str | None = None
+
+    # Speech.
+    tts_engine: Literal["espeak", "gtts"] = "espeak"
+
+    log_level: str = "INFO"
+
+    @field_validator("data_dir", "dialplans_dir", "prompts_dir", "asterisk_root")
+    @classmethod
+    def _expand(cls, value: Path) -> Path:
+        return value.expanduser()
+
+    def path(self, value: Path) -> Path:
+        """An absolute path: relative settings are taken from the project folder."""
+        return value if value.is_absolute() else (self.project_dir / value).resolve()
+
+    @cached_property
+    def data_path(self) -> Path:
+        return self.path(self.data_dir)
+
+    @property
+    def dialplans_path(self) -> Path:
+        return self.path(self.dialplans_dir)
+
+    @property
+    def prompts_source_path(self) -> Path:
+        return self.path(self.prompts_dir)
+
+    @property
+    def rendered_prompts_path(self) -> Path:
+        """Rendered prompt audio, inside the data folder so Asterisk sees it at the same path."""
+        return self.data_path / "prompts"
+
+    @property
+    def asterisk_root_path(self) -> Path:
+        return self.path(self.asterisk_root)
+
+    @property
+    def uses_asterisk_root(self) -> bool:
+        if self.asterisk_mode == "auto":
+            return shutil.which("asterisk") is None and not Path(self.asterisk_binary).exists()
+        return self.asterisk_mode == "root"
+
+    @property
+    def ari_base_url(self) -> str:
+        return (self.ari_url or f"http://127.0.0.1:{self.ari_port}").rstrip("/")
+
+    @property
+    def sql_url(self) -> str:
+        return self.database_url or f"sqlite+aiosqlite:///{self.data_path / 'ivr.sqlite3'}"
+
+    @property
+    def redis_dsn(self) -> str:
+        return self.redis_url or f"redis://127.0.0.1:{self.redis_port}/0"
+
+    @property
+    def owns_redis(self) -> bool:
+        return self.redis_url is None
+
+    @property
+    def api_base_url(self) -> str:
+        return f"http://{self.api_host}:{self.api_port}"
+
+    def ari_secret(self) -> str:
+        if self.ari_password is None:
+            raise RuntimeError("ARI password is not loaded: call ivr.secrets.load_settings()")
+        return self.ari_password.get_secret_value()
+
+    def jwt_secret(self) -> str:
+        if self.secret_key is None:
+            raise RuntimeError("secret key is not loaded: call ivr.secrets.load_settings()")
+        return self.secret_key.get_secret_value()
