@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import signal
 import sys
 import time
@@ -28,6 +29,7 @@ from ivr.settings import Settings
 
 log = logging.getLogger("ivr.stack")
 
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 Probe = Callable[[], Awaitable[bool]]
 
 
@@ -145,7 +147,7 @@ class Stack:
         assert process.stdout is not None
         width = max(len(s.name) for s in self.services)
         async for raw in process.stdout:
-            line = raw.decode(errors="replace").rstrip()
+            line = ANSI_ESCAPE.sub("", raw.decode(errors="replace")).rstrip()
             if line:
                 print(f"{service.name:<{width}} | {line}", flush=True)
 

@@ -118,7 +118,8 @@ class AriClient:
         lang: str | None = None,
     ) -> Json:
         """Start playing one or several media URIs (``sound:/path/without/extension``)."""
-        params: dict[str, Any] = {"media": [media] if isinstance(media, str) else list(media)}
+        # ARI takes several media as one comma-separated value (a repeated key keeps the last).
+        params: dict[str, Any] = {"media": media if isinstance(media, str) else ",".join(media)}
         if lang:
             params["lang"] = lang
         path = f"/channels/{channel_id}/play"

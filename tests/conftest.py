@@ -1,0 +1,140 @@
+"""The whole server, started once for the test session with `ivr run`, on test ports.
+
+Tests talk to it as its users do: SIP calls from SIPp, the HTTP API, the Asterisk CLI. Its
+output goes to stack.log in the session's temporary folder (printed when a test failed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from ivr.secrets import load_settings
+from ivr.settings import Settings
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+# Ports apart from the defaults, so that the tests can run beside a `make run`.
+TEST_ENV = {
+    "IVR_SIP_PORT": "15060",
+    "IVR_ARI_PORT": "18088",
+    "IVR_API_PORT": "18000",
+    "IVR_REDIS_PORT": "16379",
+    "IVR_RTP_START": "31000",
+    "IVR_RTP_END": "31999",
+    "IVR_LOG_LEVEL": "INFO",
+}
+
+
+@dataclass
+class Server:
+    settings: Settings
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    admin_password: str
+    workdir: Path
+
+    @property
+    def sip_target(self) -> str:
+        return f"127.0.0.1:{self.settings.sip_port}"
+
+    def pid(self, service: str) -> int:
+        return int((self.settings.data_path / "run" / f"{service}.pid").read_text())
+
+    def log_tail(self, lines: int = 80) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+async def wait_for(check: Callable[[], Awaitable[Any]], timeout: float = 30,
+                   interval: float = 0.2, what: str = "condition") -> Any:
+    """Poll ``check`` until it returns something truthy; fail with ``what`` on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory,
+           request: pytest.FixtureRequest) -> Iterator[Server]:
+    base = tmp_path_factory.mktemp("stack")
+    admin_password = secrets.token_urlsafe(12)
+    env = {**TEST_ENV, "IVR_DATA_DIR": str(base / "data"), "IVR_ADMIN_PASSWORD": admin_password,
+           "IVR_PROJECT_DIR": str(PROJECT)}
+    os.environ.update(env)
+    settings = load_settings()
+    log_path = base / "stack.log"
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen([sys.executable, "-m", "ivr", "run"], cwd=PROJECT,
+                                   stdout=log_file, stderr=subprocess.STDOUT)
+    server = Server(settings, process, log_path, admin_password, base / "work")
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"ivr run exited early:\n{server.log_tail()}")
+            try:
+                if httpx.get(f"{settings.api_base_url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the server did not become healthy:\n{server.log_tail()}")
+            time.sleep(0.5)
+        yield server
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        if request.session.testsfailed:
+            print(f"\n--- end of the server's log ({log_path}) ---\n{server.log_tail(150)}")
+
+
+@pytest.fixture(scope="session")
+async def api(server: Server) -> AsyncIterator[httpx.AsyncClient]:
+    """An API client logged in as the first admin."""
+    async with httpx.AsyncClient(base_url=server.settings.api_base_url, timeout=10) as client:
+        response = await client.post("/api/auth/token", data={
+            "username": "admin", "password": server.admin_password})
+        response.raise_for_status()
+        client.headers["Authorization"] = f"Bearer {response.json()['access_token']}"
+        yield client
+
+
+async def call_record(api: httpx.AsyncClient, caller: str, ended: bool = True,
+                      timeout: float = 20) -> dict[str, Any]:
+    """The call record of the call from ``caller`` (each test uses its own caller number)."""
+
+    async def find() -> dict[str, Any] | None:
+        response = await api.get("/api/calls", params={"limit": 200})
+        response.raise_for_status()
+        for record in response.json():
+            if record["caller"] == caller and (record["ended_at"] or not ended):
+                return dict(record)
+        return None
+
+    result: dict[str, Any] = await wait_for(find, timeout, what=f"the record of {caller}")
+    return result
+
+
+def caller_number() -> str:
+    """A plainly fake caller number, different for every call of the session."""
+    return "0299" + str(secrets.randbelow(10**6)).zfill(6)
