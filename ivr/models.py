@@ -15,6 +15,15 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def as_utc(moment: datetime | None) -> str | None:
+    """ISO 8601 with its zone. SQLite gives back naive datetimes: they were stored in UTC."""
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.isoformat()
+
+
 def new_id() -> str:
     return uuid.uuid4().hex
 
@@ -79,9 +88,9 @@ class CallRecord(Base):
             "district": self.district,
             "language": self.language,
             "path": list(self.path or []),
-            "started_at": self.started_at.isoformat() if self.started_at else None,
-            "answered_at": self.answered_at.isoformat() if self.answered_at else None,
-            "ended_at": self.ended_at.isoformat() if self.ended_at else None,
+            "started_at": as_utc(self.started_at),
+            "answered_at": as_utc(self.answered_at),
+            "ended_at": as_utc(self.ended_at),
             "outcome": self.outcome,
             "hangup_cause": self.hangup_cause,
         }

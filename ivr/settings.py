@@ -109,7 +109,12 @@ class Settings(BaseSettings):
 
     @property
     def sql_url(self) -> str:
-        return self.database_url or f"sqlite+aiosqlite:///{self.data_path / 'ivr.sqlite3'}"
+        """The SQLAlchemy URL, with the async driver named (postgresql:// means asyncpg)."""
+        url = self.database_url or f"sqlite+aiosqlite:///{self.data_path / 'ivr.sqlite3'}"
+        for plain in ("postgresql://", "postgres://"):
+            if url.startswith(plain):
+                return "postgresql+asyncpg://" + url[len(plain):]
+        return url
 
     @property
     def redis_dsn(self) -> str:

@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from redis.asyncio import Redis
 
 from ivr.pbx import asterisk
 from ivr.prompts import render_all
+from ivr.redis_client import connect_redis
 from ivr.settings import Settings
 
 log = logging.getLogger("ivr.stack")
@@ -87,7 +87,7 @@ class Stack:
     # --- Readiness probes ---------------------------------------------------------------------
 
     async def _redis_ready(self) -> bool:
-        client = Redis.from_url(self.settings.redis_dsn, socket_timeout=1)
+        client = connect_redis(self.settings, timeout=1.0)
         try:
             return bool(await client.ping())
         except Exception:

@@ -6,12 +6,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from redis.asyncio import Redis
 
 from ivr.api.auth import ensure_first_admin
 from ivr.api.routes import auth, calls, system
 from ivr.ari import AriClient
 from ivr.db import create_engine, init_schema, sessionmaker
+from ivr.redis_client import connect_redis
 from ivr.secrets import load_settings
 from ivr.settings import Settings
 
@@ -31,8 +31,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.settings = settings
         app.state.engine = engine
         app.state.sessions = sessions
-        app.state.redis = Redis.from_url(settings.redis_dsn, decode_responses=True,
-                                         socket_timeout=1, socket_connect_timeout=1)
+        app.state.redis = connect_redis(settings, timeout=1.0)
         app.state.ari = AriClient(settings.ari_base_url, settings.ari_user,
                                   settings.ari_secret(), timeout=2)
         try:

@@ -20,6 +20,7 @@ from ivr.controller.records import CallRecords
 from ivr.controller.store import CallData, CallStore
 from ivr.db import create_engine, init_schema, sessionmaker
 from ivr.lines import DidTable
+from ivr.redis_client import connect_redis
 from ivr.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -164,9 +165,7 @@ async def run_controller(settings: Settings) -> None:
     """The ``ivr controller`` process: runs until SIGTERM or SIGINT."""
     engine = create_engine(settings.sql_url)
     await init_schema(engine)
-    redis = Redis.from_url(settings.redis_dsn, decode_responses=True,
-                           socket_timeout=2, socket_connect_timeout=2,
-                           health_check_interval=10)
+    redis = connect_redis(settings)
     dids = DidTable.load(settings.dialplans_path / "dids.yaml")
     ari = AriClient(settings.ari_base_url, settings.ari_user, settings.ari_secret(),
                     timeout=settings.ari_timeout)

@@ -1,0 +1,29 @@
+"""The ARI client against the real Asterisk: clear errors for what fails."""
+
+from __future__ import annotations
+
+import pytest
+
+from ivr.ari import AriClient, AriError
+from tests.conftest import Server
+
+
+async def test_info_and_clear_errors(server: Server) -> None:
+    settings = server.settings
+    async with AriClient(settings.ari_base_url, settings.ari_user, settings.ari_secret()) as ari:
+        info = await ari.asterisk_info()
+        assert info["system"]["version"].startswith("22.")
+        with pytest.raises(AriError) as missing:
+            await ari.answer("no-such-channel")
+        assert missing.value.not_found
+        assert "POST /channels/no-such-channel/answer" in str(missing.value)
+
+    async with AriClient(settings.ari_base_url, settings.ari_user, "wrong-password") as ari:
+        with pytest.raises(AriError) as refused:
+            await ari.ping()
+        assert refused.value.status == 401
+
+    async with AriClient("http://127.0.0.1:9", "ivr", "x", timeout=1) as ari:
+        with pytest.raises(AriError) as unreachable:
+            await ari.ping()
+        assert unreachable.value.status == 0 and "unreachable" in str(unreachable.value)

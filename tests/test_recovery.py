@@ -1,0 +1,136 @@
+"""Faults while calls are up: the controller killed, the events socket cut, Redis stopped."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import httpx
+
+from ivr.pbx.asterisk import cli
+from ivr.prompts import audio_path, duration_seconds
+from tests.conftest import Server, call_record, caller_number, wait_for
+from tests.support.sip import SippCall
+
+
+async def greeting_playing(server: Server, caller: str) -> SippCall:
+    call = await SippCall("caller.xml", "120", server.sip_target, server.workdir, caller).start()
+
+    async def audio_flows() -> bool:
+        return call.rtp.packets > 10
+
+    await wait_for(audio_flows, 15, 0.05, what="the greeting's audio")
+    return call
+
+
+async def test_call_carries_on_when_the_controller_is_killed(
+        server: Server, api: httpx.AsyncClient) -> None:
+    caller = caller_number()
+    call = await greeting_playing(server, caller)
+    killed = server.pid("controller")
+    os.kill(killed, signal.SIGKILL)  # `ivr run` starts a new controller
+
+    result = await call.finished()
+    # Only a controller that picked the call up again hangs it up at the end of the greeting.
+    assert result.ok, result.errors or result.output
+    assert server.pid("controller") != killed
+    record = await call_record(api, caller)
+    assert record["outcome"] == "completed"
+
+
+async def test_prompt_that_ended_while_no_controller_listened(
+        server: Server, api: httpx.AsyncClient) -> None:
+    caller = caller_number()
+    call = await greeting_playing(server, caller)
+    greeting = duration_seconds(
+        audio_path(server.settings.rendered_prompts_path, "greeting", "ko"))
+    os.kill(server.process.pid, signal.SIGSTOP)  # hold `ivr run`: no new controller yet
+    try:
+        os.kill(server.pid("controller"), signal.SIGKILL)
+
+        async def greeting_over() -> bool:
+            return call.rtp.audio_seconds > greeting * 0.9 and call.rtp.quiet_for() > 1.0
+
+        await wait_for(greeting_over, 20, what="the end of the greeting")
+    finally:
+        os.kill(server.process.pid, signal.SIGCONT)
+
+    # The new controller finds the call in Stasis, its prompt gone, and goes on from there.
+    result = await call.finished()
+    assert result.ok, result.errors or result.output
+    record = await call_record(api, caller)
+    assert record["outcome"] == "completed"
+
+
+def ari_sessions(server: Server) -> set[str]:
+    """Ids of the ARI WebSocket sessions subscribed to the app, from Asterisk's CLI."""
+    lines = cli(server.settings, "ari show websocket sessions").splitlines()
+    return {line.split()[0] for line in lines
+            if line.strip().endswith(f" {server.settings.ari_app}")}
+
+
+async def test_controller_reconnects_when_the_events_socket_is_cut(
+        server: Server, api: httpx.AsyncClient) -> None:
+    before = ari_sessions(server)
+    assert before, "the controller should hold an events socket"
+    controller = server.pid("controller")
+    caller = caller_number()
+    call = await greeting_playing(server, caller)
+
+    assert "Shutting down" in cli(server.settings, "ari shutdown websocket sessions")
+
+    async def reconnected() -> bool:
+        now = ari_sessions(server)
+        return bool(now) and not (now & before)
+
+    await wait_for(reconnected, 20, what="a new events socket")
+    assert server.pid("controller") == controller  # the same process reconnected by itself
+
+    # The call that was up goes on, and the next call works.
+    assert (await call.finished()).ok
+    assert (await call_record(api, caller))["outcome"] == "completed"
+    next_caller = caller_number()
+    next_call = await SippCall("caller.xml", "120", server.sip_target, server.workdir,
+                               next_caller).start()
+    assert (await next_call.finished()).ok
+    assert (await call_record(api, next_caller))["outcome"] == "completed"
+
+
+async def health(server: Server) -> httpx.Response:
+    async with httpx.AsyncClient(timeout=10) as client:
+        return await client.get(f"{server.settings.api_base_url}/health")
+
+
+async def test_health_names_redis_while_it_is_stopped(server: Server) -> None:
+    assert (await health(server)).status_code == 200
+    redis_pid = server.pid("redis")
+    os.kill(redis_pid, signal.SIGSTOP)  # Redis stops answering
+    try:
+        response = await health(server)
+        assert response.status_code == 503
+        body = response.json()
+        assert body["down"] == ["redis"]
+        assert body["redis"]["state"] == "down"
+        assert body["database"]["state"] == "up"
+    finally:
+        os.kill(redis_pid, signal.SIGCONT)
+
+    async def healthy() -> bool:
+        return (await health(server)).status_code == 200
+
+    await wait_for(healthy, 20, what="/health to be 200 again")
+
+
+async def test_server_recovers_when_redis_is_killed(server: Server,
+                                                     api: httpx.AsyncClient) -> None:
+    killed = server.pid("redis")
+    os.kill(killed, signal.SIGKILL)  # `ivr run` starts Redis again, from its append-only file
+
+    async def back() -> bool:
+        return server.pid("redis") != killed and (await health(server)).status_code == 200
+
+    await wait_for(back, 30, what="Redis to be started again")
+    caller = caller_number()
+    call = await SippCall("caller.xml", "120", server.sip_target, server.workdir, caller).start()
+    assert (await call.finished()).ok
+    assert (await call_record(api, caller))["outcome"] == "completed"
