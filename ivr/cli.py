@@ -38,19 +38,10 @@ def _api(_: argparse.Namespace) -> int:
     return 0
 
 
-def _prompts(_: argparse.Namespace) -> int:
-    from ivr.prompts import render_all
+def _prepare(_: argparse.Namespace) -> int:
+    from ivr.stack import prepare_files
 
-    settings = load_settings()
-    render_all(settings.prompts_source_path / "prompts.yaml", settings.rendered_prompts_path,
-               settings.tts_engine)
-    return 0
-
-
-def _asterisk_config(_: argparse.Namespace) -> int:
-    from ivr.pbx.asterisk import render_config
-
-    print(render_config(load_settings()))
+    prepare_files(load_settings())
     return 0
 
 
@@ -61,8 +52,7 @@ def main(argv: list[str] | None = None) -> None:
         ("run", _run, "start everything in the foreground (Redis, Asterisk, controller, API)"),
         ("controller", _controller, "run the ARI controller only"),
         ("api", _api, "run the HTTP API only"),
-        ("prompts", _prompts, "render the prompts that changed"),
-        ("asterisk-config", _asterisk_config, "render Asterisk's configuration"),
+        ("prepare", _prepare, "render the prompts that changed and Asterisk's configuration"),
     ):
         verbs.add_parser(name, help=text).set_defaults(handler=handler)
     args = parser.parse_args(argv)

@@ -60,9 +60,7 @@ class Stack:
         """Everything that is built before the processes start (each step skips what exists)."""
         settings = self.settings
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        render_all(settings.prompts_source_path / "prompts.yaml",
-                   settings.rendered_prompts_path, settings.tts_engine)
-        asterisk.render_config(settings)
+        prepare_files(settings)
         if settings.uses_asterisk_root:
             self.root = asterisk.RootFolder(settings.asterisk_root_path, settings.data_path)
             self.root.mount()
@@ -236,6 +234,13 @@ class Stack:
         ]
         for line in lines:
             log.info("%s", line)
+
+
+def prepare_files(settings: Settings) -> None:
+    """The files the processes need: rendered prompts and Asterisk's configuration."""
+    render_all(settings.prompts_source_path / "prompts.yaml", settings.rendered_prompts_path,
+               settings.tts_engine)
+    asterisk.render_config(settings)
 
 
 async def run_stack(settings: Settings) -> None:

@@ -23,8 +23,6 @@ from ivr.settings import Settings
 log = logging.getLogger(__name__)
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "asterisk" / "templates"
-MODULE_DIRS = ("/usr/lib/x86_64-linux-gnu/asterisk/modules", "/usr/lib/aarch64-linux-gnu/"
-               "asterisk/modules", "/usr/lib/asterisk/modules")
 
 
 class AsteriskSetupError(Exception):
@@ -40,14 +38,6 @@ def config_file(settings: Settings) -> Path:
     return asterisk_dirs(settings)["etc"] / "asterisk.conf"
 
 
-def _module_dir(settings: Settings) -> str:
-    prefix = settings.asterisk_root_path if settings.uses_asterisk_root else Path("/")
-    for candidate in MODULE_DIRS:
-        if (prefix / candidate.lstrip("/")).is_dir():
-            return candidate
-    raise AsteriskSetupError(f"no Asterisk modules folder found under {prefix}")
-
-
 def template_values(settings: Settings) -> dict[str, str]:
     dirs = asterisk_dirs(settings)
     matches = [item.strip() for item in settings.trunk_match.split(",") if item.strip()]
@@ -58,7 +48,6 @@ def template_values(settings: Settings) -> dict[str, str]:
         "run_dir": str(dirs["run"]),
         "log_dir": str(dirs["log"]),
         "cache_dir": str(dirs["cache"]),
-        "module_dir": _module_dir(settings),
         "ari_bind": settings.ari_bind,
         "ari_port": str(settings.ari_port),
         "ari_user": settings.ari_user,
