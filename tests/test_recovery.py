@@ -7,6 +7,7 @@ import signal
 
 import httpx
 
+from ivr.ari import AriClient
 from ivr.pbx.asterisk import cli
 from ivr.prompts import audio_path, duration_seconds
 from tests.conftest import Server, call_record, caller_number, wait_for
@@ -77,6 +78,9 @@ async def test_controller_reconnects_when_the_events_socket_is_cut(
     caller = caller_number()
     call = await greeting_playing(server, caller)
 
+    settings = server.settings
+    ari = AriClient(settings.ari_base_url, settings.ari_user, settings.ari_secret())
+    orphan = await ari.create_bridge("ivr:orphan-of-a-crash")
     assert "Shutting down" in cli(server.settings, "ari shutdown websocket sessions")
 
     async def reconnected() -> bool:
@@ -86,9 +90,19 @@ async def test_controller_reconnects_when_the_events_socket_is_cut(
     await wait_for(reconnected, 20, what="a new events socket")
     assert server.pid("controller") == controller  # the same process reconnected by itself
 
+    # Rebuilt from /bridges too: an empty bridge of the controller's is an orphan, removed.
+    async def orphan_removed() -> bool:
+        return not any(b["id"] == orphan["id"] for b in await ari.bridges())
+
+    await wait_for(orphan_removed, 10, what="the orphan bridge to be removed")
+    foreign = await ari.create_bridge("someone-else")
+    assert any(b["id"] == foreign["id"] for b in await ari.bridges())  # not ours: kept
+    await ari.destroy_bridge(foreign["id"])
+
     # The call that was up goes on, and the next call works.
     assert (await call.finished()).ok
     assert (await call_record(api, caller))["outcome"] == "completed"
+    await ari.close()
     next_caller = caller_number()
     next_call = await SippCall("caller.xml", "120", server.sip_target, server.workdir,
                                next_caller).start()

@@ -145,3 +145,11 @@ class AriClient:
     async def bridges(self) -> list[Json]:
         result: list[Json] = await self.request("GET", "/bridges")
         return result
+
+    async def create_bridge(self, name: str, bridge_type: str = "mixing") -> Json:
+        result: Json = await self.request("POST", "/bridges",
+                                          params={"type": bridge_type, "name": name})
+        return result
+
+    async def destroy_bridge(self, bridge_id: str) -> None:
+        await self.request("DELETE", f"/bridges/{bridge_id}")

@@ -14,7 +14,7 @@ import signal
 
 from redis.asyncio import Redis
 
-from ivr.ari import AriClient, Event, EventStream
+from ivr.ari import AriClient, AriError, Event, EventStream
 from ivr.controller.call import Call, CallServices
 from ivr.controller.records import CallRecords
 from ivr.controller.store import CallData, CallStore
@@ -24,6 +24,9 @@ from ivr.redis_client import connect_redis
 from ivr.settings import Settings
 
 log = logging.getLogger(__name__)
+
+# Bridges the controller makes are named with this prefix, so it can tell them from others.
+BRIDGE_PREFIX = "ivr:"
 
 # Synthetic events the controller puts in a channel's queue itself.
 RECOVER = "ControllerRecover"
@@ -131,8 +134,22 @@ class Controller:
                 self._enqueue(channel_id, {"type": RECOVER, "channel": channel})
         for channel_id in known - in_stasis.keys():
             self._enqueue(channel_id, {"type": VANISHED, "channel": {"id": channel_id}})
-        log.info("recovered: %d calls in Stasis, %d ended while away", len(in_stasis),
-                 len(known - in_stasis.keys()))
+        orphans = await self._destroy_orphan_bridges()
+        log.info("recovered: %d calls in Stasis, %d ended while away, %d empty bridges removed",
+                 len(in_stasis), len(known - in_stasis.keys()), orphans)
+
+    async def _destroy_orphan_bridges(self) -> int:
+        """Bridges of ours left without a channel (their calls ended while we were away)."""
+        removed = 0
+        for bridge in await self.ari.bridges():
+            if str(bridge.get("name", "")).startswith(BRIDGE_PREFIX) and not bridge["channels"]:
+                try:
+                    await self.ari.destroy_bridge(bridge["id"])
+                    removed += 1
+                except AriError as exc:
+                    if not exc.not_found:
+                        raise
+        return removed
 
     async def _recover_call(self, channel_id: str, event: Event) -> None:
         if channel_id in self.calls:
