@@ -39,9 +39,45 @@ def _api(_: argparse.Namespace) -> int:
 
 
 def _prepare(_: argparse.Namespace) -> int:
-    from ivr.stack import prepare_files
+    from ivr.stack import prepare_files, publish_dialplan
 
-    prepare_files(load_settings())
+    settings = load_settings()
+    prepare_files(settings)
+    asyncio.run(publish_dialplan(settings))
+    return 0
+
+
+def _dialplan_check(_: argparse.Namespace) -> int:
+    from ivr.dialplan.versions import check_files
+
+    settings = load_settings()
+    result = check_files(settings)
+    for problem in result.problems:
+        print(problem)
+    for warning in result.warnings:
+        print(f"warning: {warning}")
+    if not result.ok:
+        print(f"dialplan refused: {len(result.problems)} problem(s) in {settings.dialplans_path}")
+        return 1
+    print(f"dialplan ok: {settings.dialplans_path}")
+    return 0
+
+
+def _dialplan_publish(args: argparse.Namespace) -> int:
+    from ivr.dialplan.versions import DialplanRefused, publish_from_files
+
+    settings = load_settings()
+    try:
+        published = asyncio.run(publish_from_files(settings, author=args.author, note=args.note))
+    except DialplanRefused as refused:
+        for problem in refused.problems:
+            print(problem)
+        print("dialplan refused: the live version stays live")
+        return 1
+    for warning in published.warnings:
+        print(f"warning: {warning}")
+    state = "published" if published.created else "unchanged, still live"
+    print(f"dialplan version {published.dialplan.version}: {state}")
     return 0
 
 
@@ -52,9 +88,17 @@ def main(argv: list[str] | None = None) -> None:
         ("run", _run, "start everything in the foreground (Redis, Asterisk, controller, API)"),
         ("controller", _controller, "run the ARI controller only"),
         ("api", _api, "run the HTTP API only"),
-        ("prepare", _prepare, "render the prompts that changed and Asterisk's configuration"),
+        ("prepare", _prepare, "render Asterisk's configuration and publish the dialplan"),
     ):
         verbs.add_parser(name, help=text).set_defaults(handler=handler)
+    dialplan = verbs.add_parser("dialplan", help="check or publish dialplans/").add_subparsers(
+        dest="action", required=True)
+    dialplan.add_parser("check", help="check dialplans/ and the prompts; exit 1 if refused"
+                        ).set_defaults(handler=_dialplan_check)
+    publish = dialplan.add_parser("publish", help="check, render the prompts, make it live")
+    publish.add_argument("--author", default="")
+    publish.add_argument("--note", default="")
+    publish.set_defaults(handler=_dialplan_publish)
     args = parser.parse_args(argv)
     setup_logging(load_settings().log_level)
     try:

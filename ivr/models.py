@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, DateTime, String
+from sqlalchemy import JSON, DateTime, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -48,6 +48,20 @@ class User(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class DialplanVersion(Base):
+    """One published version of the dialplan: what callers heard from `published_at` on."""
+
+    __tablename__ = "dialplan_versions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    published_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    author: Mapped[str] = mapped_column(String(64), default="")
+    note: Mapped[str] = mapped_column(String(256), default="")
+    checksum: Mapped[str] = mapped_column(String(64), index=True)
+    sources: Mapped[dict[str, str]] = mapped_column(JSON)  # file name -> text, as edited
+    bundle: Mapped[str] = mapped_column(Text)  # the checked Dialplan, as JSON
+
+
 class CallOutcome(StrEnum):
     """How a call ended. Later capabilities add answered, abandoned, callback, transferred..."""
 
@@ -55,6 +69,7 @@ class CallOutcome(StrEnum):
     COMPLETED = "completed"  # the server finished the call's service and hung up
     CALLER_HUNG_UP = "caller_hung_up"
     NOT_IN_SERVICE = "not_in_service"
+    QUEUED = "queued"  # reached an agent queue (until queues exist: after "connecting you")
     FAILED = "failed"  # the server could not serve the call (an error, reported in the log)
     UNOBSERVED_END = "unobserved_end"  # ended while no controller was listening
 
@@ -77,6 +92,8 @@ class CallRecord(Base):
     ended_at: Mapped[datetime | None] = mapped_column(default=None)
     outcome: Mapped[str] = mapped_column(String(32), default=CallOutcome.IN_PROGRESS)
     hangup_cause: Mapped[str | None] = mapped_column(String(64), default=None)
+    queue: Mapped[str | None] = mapped_column(String(64), default=None)  # topic:language
+    dialplan_version: Mapped[int | None] = mapped_column(Integer, default=None)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -93,4 +110,6 @@ class CallRecord(Base):
             "ended_at": as_utc(self.ended_at),
             "outcome": self.outcome,
             "hangup_cause": self.hangup_cause,
+            "queue": self.queue,
+            "dialplan_version": self.dialplan_version,
         }

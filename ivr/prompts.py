@@ -1,9 +1,11 @@
-"""Prompts: their texts per language (audio_prompts/prompts.yaml) rendered by TTS into audio.
+"""Prompts: their texts per language (audio_prompts/prompts.yaml), rendered into audio files.
 
-espeak-ng speaks into a 22.05 kHz WAV; sox turns it into 8 kHz mono 16-bit WAV, the format
-Asterisk plays on a telephone call without resampling. gTTS (MP3 from Google's servers) is used
-instead where the network allows and ``IVR_TTS_ENGINE=gtts`` asks for it. A rendering is kept
-with the hash of what produced it, so nothing is rendered twice.
+A text is spoken by espeak-ng (or gTTS where the network allows and ``IVR_TTS_ENGINE=gtts``)
+and sox turns it into 8 kHz mono 16-bit WAV, what Asterisk plays on a phone call. A recording
+an admin uploaded (``audio_prompts/recordings/<lang>/<id>.wav|mp3``) wins over the text.
+
+Each rendering's file name carries a hash of what produced it, so nothing is rendered twice, a
+changed text gets a new file, and a call of an older dialplan version keeps its old audio.
 """
 
 from __future__ import annotations
@@ -15,112 +17,195 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
+from ivr.dialplan.source import Problem, SourceFile
 
 log = logging.getLogger(__name__)
 
-# espeak-ng voices by language. Chinese needs pinyin text and Japanese kana (see FINDINGS.md);
-# Mongolian has no voice: such prompts fall back to an uploaded recording or English.
+# espeak-ng voices by language. Chinese is spoken from pinyin and Japanese from kana (the
+# `speak:` form of a text); Mongolian has no voice: a recording or English is used instead.
 ESPEAK_VOICES = {"ko": "ko", "en": "en-us", "vi": "vi", "zh": "cmn-latn-pinyin", "ja": "ja"}
+GTTS_LANGUAGES = {"ko": "ko", "en": "en", "vi": "vi", "zh": "zh-CN", "ja": "ja"}
 SAMPLE_RATE = 8000
+OFFICE = "{office}"  # replaced by the name of the office whose number was dialled
+RECORDING_SUFFIXES = (".wav", ".mp3")
 
 
 class PromptError(Exception):
-    """A prompt that cannot be found or rendered."""
+    """A prompt that cannot be rendered."""
 
 
 @dataclass(frozen=True)
 class Prompt:
     prompt_id: str
     language: str
-    text: str
+    text: str  # as written (shown to admins and agents)
+    speak: str = ""  # what the TTS engine is given, when it cannot read `text` itself
+    voice: str = ""  # the language whose voice speaks it, when not its own (no voice exists)
+
+    @property
+    def spoken(self) -> str:
+        return self.speak or self.text
+
+    @property
+    def voice_language(self) -> str:
+        return self.voice or self.language
+
+    @property
+    def templated(self) -> bool:
+        return OFFICE in self.text or OFFICE in self.speak
+
+    def for_office(self, name: str) -> Prompt:
+        return Prompt(self.prompt_id, self.language, self.text.replace(OFFICE, name),
+                      self.speak.replace(OFFICE, name), self.voice)
 
 
-def load_prompt_texts(path: Path) -> list[Prompt]:
-    with path.open(encoding="utf-8") as source:
-        data = yaml.safe_load(source) or {}
-    prompts = []
-    for prompt_id, texts in (data.get("prompts") or {}).items():
-        for language, text in texts.items():
-            prompts.append(Prompt(str(prompt_id), str(language), str(text)))
-    return prompts
+PromptTexts = dict[str, dict[str, Prompt]]  # prompt id -> language -> prompt
 
 
-def audio_path(rendered_dir: Path, prompt_id: str, language: str) -> Path:
-    return rendered_dir / language / f"{prompt_id}.wav"
+def parse_prompt_texts(source: SourceFile) -> tuple[PromptTexts, list[Problem]]:
+    problems = list(source.problems)
+    texts: PromptTexts = {}
+    data = source.data if isinstance(source.data, dict) else {}
+    entries = data.get("prompts")
+    if not isinstance(entries, dict):
+        problems.append(source.problem(("prompts",), "expected a mapping 'prompts:' of prompt ids"))
+        return texts, problems
+    for prompt_id, by_language in entries.items():
+        if not isinstance(by_language, dict):
+            problems.append(source.problem(("prompts", prompt_id),
+                                           f"prompt {prompt_id!r}: expected texts by language"))
+            continue
+        for language, value in by_language.items():
+            where = ("prompts", prompt_id, language)
+            if isinstance(value, str):
+                prompt = Prompt(prompt_id, language, value)
+            elif isinstance(value, dict) and isinstance(value.get("text"), str):
+                prompt = Prompt(prompt_id, language, value["text"], str(value.get("speak", "")),
+                                str(value.get("voice", "")))
+            else:
+                problems.append(source.problem(where, f"prompt {prompt_id!r} in {language}: "
+                                               "expected a text or {text:, speak:}"))
+                continue
+            if not prompt.text.strip():
+                problems.append(source.problem(where, f"prompt {prompt_id!r} in {language} "
+                                               "is empty"))
+                continue
+            texts.setdefault(prompt_id, {})[language] = prompt
+    return texts, problems
 
 
-def media_uri(rendered_dir: Path, prompt_id: str, language: str) -> str:
-    """The ARI media URI of a rendered prompt (Asterisk takes the path without extension)."""
-    return f"sound:{audio_path(rendered_dir, prompt_id, language).with_suffix('')}"
+def has_voice(language: str, engine: str) -> bool:
+    voices = GTTS_LANGUAGES if engine == "gtts" else ESPEAK_VOICES
+    return language in voices
 
 
 def _speak_espeak(text: str, language: str, wav_out: Path) -> None:
     voice = ESPEAK_VOICES.get(language)
     if voice is None:
         raise PromptError(f"espeak-ng has no voice for language {language!r}")
-    subprocess.run(
-        ["espeak-ng", "-v", voice, "-s", "150", "-w", str(wav_out), text],
-        check=True,
-        capture_output=True,
-    )
+    subprocess.run(["espeak-ng", "-v", voice, "-s", "150", "-w", str(wav_out), text],
+                   check=True, capture_output=True)
 
 
 def _speak_gtts(text: str, language: str, mp3_out: Path) -> None:
     from gtts import gTTS  # type: ignore[import-not-found,unused-ignore]  # extra: .[gtts]
 
-    gtts_lang = {"zh": "zh-CN"}.get(language, language)
-    gTTS(text=text, lang=gtts_lang).save(str(mp3_out))
+    if language not in GTTS_LANGUAGES:
+        raise PromptError(f"gTTS has no voice for language {language!r}")
+    gTTS(text=text, lang=GTTS_LANGUAGES[language]).save(str(mp3_out))
 
 
-def _to_telephone_wav(source: Path, target: Path) -> None:
+def to_telephone_wav(source: Path, target: Path) -> None:
+    """Convert any audio sox reads into 8 kHz mono 16-bit WAV, written atomically."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_suffix(".part.wav")
-    subprocess.run(
-        ["sox", str(source), "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16",
-         "-e", "signed-integer", str(partial)],
-        check=True,
-        capture_output=True,
-    )
-    partial.replace(target)  # atomic: Asterisk never plays a half-written file
+    partial = target.with_name(f".{target.name}.part.wav")
+    subprocess.run(["sox", str(source), "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16",
+                    "-e", "signed-integer", str(partial)], check=True, capture_output=True)
+    partial.replace(target)  # Asterisk never plays a half-written file
 
 
-def render_prompt(prompt: Prompt, rendered_dir: Path, engine: str = "espeak") -> bool:
-    """Render one prompt unless an identical rendering exists. Returns True if it rendered."""
-    target = audio_path(rendered_dir, prompt.prompt_id, prompt.language)
-    stamp = target.with_suffix(".sha256")
-    digest = hashlib.sha256(f"{engine}\n{prompt.language}\n{prompt.text}".encode()).hexdigest()
-    if target.exists() and stamp.exists() and stamp.read_text() == digest:
-        return False
+def _digest(*parts: str | bytes) -> str:
+    sha = hashlib.sha256()
+    for part in parts:
+        sha.update(part if isinstance(part, bytes) else part.encode())
+        sha.update(b"\0")
+    return sha.hexdigest()[:16]
+
+
+def recording_for(recordings_dir: Path, prompt_id: str, language: str) -> Path | None:
+    for suffix in RECORDING_SUFFIXES:
+        candidate = recordings_dir / language / f"{prompt_id}{suffix}"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def render(prompt: Prompt, rendered_dir: Path, engine: str = "espeak",
+           recording: Path | None = None) -> Path:
+    """The audio file of a prompt, rendered now unless an identical rendering exists.
+
+    Returns the path without extension, as Asterisk's ``sound:`` media takes it.
+    """
+    if recording is not None:
+        name = f"{prompt.prompt_id}-rec-{_digest(recording.read_bytes())}"
+    else:
+        name = f"{prompt.prompt_id}-{_digest(engine, prompt.voice_language, prompt.spoken)}"
+    target = rendered_dir / prompt.language / f"{name}.wav"
+    if target.exists():
+        return target.with_suffix("")
     with tempfile.TemporaryDirectory() as tmp:
-        if engine == "gtts":
+        if recording is not None:
+            spoken = recording
+        elif engine == "gtts":
             spoken = Path(tmp) / "speech.mp3"
-            _speak_gtts(prompt.text, prompt.language, spoken)
+            _speak_gtts(prompt.spoken, prompt.voice_language, spoken)
         else:
             spoken = Path(tmp) / "speech.wav"
-            _speak_espeak(prompt.text, prompt.language, spoken)
-        _to_telephone_wav(spoken, target)
-    stamp.write_text(digest)
-    return True
-
-
-def render_all(texts_file: Path, rendered_dir: Path, engine: str = "espeak") -> int:
-    """Render every prompt that changed; returns how many were rendered."""
-    rendered = 0
-    for prompt in load_prompt_texts(texts_file):
-        try:
-            if render_prompt(prompt, rendered_dir, engine):
-                rendered += 1
-        except (PromptError, OSError, subprocess.CalledProcessError) as exc:
-            # A prompt without a voice is reported, not fatal: the flow falls back to English.
-            log.warning("prompt %s/%s not rendered: %s", prompt.language, prompt.prompt_id, exc)
-    log.info("prompts: %d rendered, the rest unchanged (%s)", rendered, rendered_dir)
-    return rendered
+            _speak_espeak(prompt.spoken, prompt.voice_language, spoken)
+        to_telephone_wav(spoken, target)
+    return target.with_suffix("")
 
 
 def duration_seconds(path: Path) -> float:
-    """Length of a WAV file in seconds (for tests and figures)."""
+    """Length of a WAV file in seconds (a path without extension means its .wav)."""
     import wave
 
-    with wave.open(str(path)) as wav:
+    wav_path = path if path.suffix == ".wav" else path.with_name(path.name + ".wav")
+    with wave.open(str(wav_path)) as wav:
         return float(wav.getnframes()) / float(wav.getframerate())
+
+
+def render_all(texts: PromptTexts, rendered_dir: Path, recordings_dir: Path, engine: str,
+               offices: dict[tuple[str, str], dict[str, str]]) -> tuple[dict[str, str], list[str]]:
+    """Render every prompt; returns the files by "id/lang" (or "id/lang/did") and warnings.
+
+    ``offices`` maps (prompt id, language) of a templated prompt to {did: office name}.
+    """
+    files: dict[str, str] = {}
+    warnings: list[str] = []
+    rendered_before = _count(rendered_dir)
+    for prompt_id, by_language in texts.items():
+        for language, prompt in by_language.items():
+            recording = recording_for(recordings_dir, prompt_id, language)
+            if recording is None and not has_voice(prompt.voice_language, engine):
+                warnings.append(f"prompt {prompt_id!r} in {language}: no voice for this language; "
+                                "the English audio plays until a recording is uploaded")
+                continue
+            try:
+                if prompt.templated and recording is None:
+                    for did, office in offices.get((prompt_id, language), {}).items():
+                        path = render(prompt.for_office(office), rendered_dir, engine)
+                        files[f"{prompt_id}/{language}/{did}"] = str(path)
+                    continue
+                files[f"{prompt_id}/{language}"] = str(render(prompt, rendered_dir, engine,
+                                                              recording))
+            except (PromptError, OSError, subprocess.CalledProcessError) as exc:
+                warnings.append(f"prompt {prompt_id!r} in {language} not rendered: {exc}")
+    log.info("prompts: %d audio files, %d of them rendered now (%s)", len(files),
+             _count(rendered_dir) - rendered_before, rendered_dir)
+    return files, warnings
+
+
+def _count(folder: Path) -> int:
+    return sum(1 for _ in folder.glob("*/*.wav")) if folder.exists() else 0
+

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import httpx
 
+from ivr.dialplan.versions import DialplanRefused, live_version_number, publish_from_files
 from ivr.pbx import asterisk
-from ivr.prompts import render_all
 from ivr.redis_client import connect_redis
 from ivr.settings import Settings
 
@@ -188,6 +188,8 @@ class Stack:
         self._build_services()
         self._watchers.append(asyncio.create_task(self._tail_asterisk_log()))
         for service in self.services:
+            if service.name == "asterisk":
+                await publish_dialplan(self.settings)  # Redis is up; calls need a dialplan
             await self._spawn(service)
         for service in self.services:
             self._watchers.append(asyncio.create_task(self._watch(service)))
@@ -237,10 +239,26 @@ class Stack:
 
 
 def prepare_files(settings: Settings) -> None:
-    """The files the processes need: rendered prompts and Asterisk's configuration."""
-    render_all(settings.prompts_source_path / "prompts.yaml", settings.rendered_prompts_path,
-               settings.tts_engine)
+    """The files Asterisk needs: its configuration, rendered into the data folder."""
     asterisk.render_config(settings)
+
+
+async def publish_dialplan(settings: Settings) -> None:
+    """Publish dialplans/ at start. If it is refused, the version already live stays live."""
+    try:
+        published = await publish_from_files(settings, author="ivr run", note="at start")
+    except DialplanRefused as refused:
+        live = await live_version_number(settings)
+        for problem in refused.problems:
+            log.error("dialplan: %s", problem)
+        if live is None:
+            raise RuntimeError("the dialplan is refused and no earlier version exists") from None
+        log.error("dialplan refused: version %d stays live", live)
+        return
+    for warning in published.warnings:
+        log.warning("dialplan: %s", warning)
+    log.info("dialplan version %d is live%s", published.dialplan.version,
+             "" if published.created else " (unchanged)")
 
 
 async def run_stack(settings: Settings) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,8 +22,14 @@ from typing import Any
 import httpx
 import pytest
 
+from ivr.db import create_engine, sessionmaker
+from ivr.dialplan.model import Dialplan
+from ivr.dialplan.versions import DialplanVersions
+from ivr.prompts import duration_seconds
+from ivr.redis_client import connect_redis
 from ivr.secrets import load_settings
 from ivr.settings import Settings
+from tests.support.sip import SippCall
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -75,8 +82,12 @@ def server(tmp_path_factory: pytest.TempPathFactory,
            request: pytest.FixtureRequest) -> Iterator[Server]:
     base = tmp_path_factory.mktemp("stack")
     admin_password = secrets.token_urlsafe(12)
+    # The tests edit and publish dialplans: they work on a copy of the shipped ones.
+    shutil.copytree(PROJECT / "dialplans", base / "dialplans")
+    shutil.copytree(PROJECT / "audio_prompts", base / "audio_prompts")
     env = {**TEST_ENV, "IVR_DATA_DIR": str(base / "data"), "IVR_ADMIN_PASSWORD": admin_password,
-           "IVR_PROJECT_DIR": str(PROJECT)}
+           "IVR_PROJECT_DIR": str(PROJECT), "IVR_DIALPLANS_DIR": str(base / "dialplans"),
+           "IVR_PROMPTS_DIR": str(base / "audio_prompts")}
     os.environ.update(env)
     settings = load_settings()
     log_path = base / "stack.log"
@@ -138,3 +149,46 @@ async def call_record(api: httpx.AsyncClient, caller: str, ended: bool = True,
 def caller_number() -> str:
     """A plainly fake caller number, different for every call of the session."""
     return "0299" + str(secrets.randbelow(10**6)).zfill(6)
+
+
+async def live_dialplan(server: Server) -> Dialplan:
+    """The dialplan version calls get now, as the controller reads it."""
+    engine = create_engine(server.settings.sql_url)
+    redis = connect_redis(server.settings)
+    try:
+        return await DialplanVersions(sessionmaker(engine), redis).live()
+    finally:
+        await redis.aclose()
+        await engine.dispose()
+
+
+async def prompt_seconds(server: Server, prompt_id: str, language: str, did: str = "") -> float:
+    """How long a prompt of the live dialplan plays."""
+    plan = await live_dialplan(server)
+    media = plan.media(prompt_id, language, did)
+    return duration_seconds(Path(media.removeprefix("sound:")))
+
+
+async def audio_for(call: SippCall, seconds: float, timeout: float = 60) -> None:
+    """Wait until the caller has received ``seconds`` of audio."""
+
+    async def enough() -> bool:
+        return call.rtp.audio_seconds >= seconds
+
+    await wait_for(enough, timeout, 0.05, what=f"{seconds:.1f} s of audio")
+
+
+async def prompt_ends(call: SippCall, quiet: float = 0.6, timeout: float = 90) -> float:
+    """Wait until the server stops sending audio (its prompt ended); returns the audio heard."""
+
+    async def silent() -> bool:
+        return call.rtp.packets > 0 and call.rtp.quiet_for() >= quiet
+
+    await wait_for(silent, timeout, 0.05, what="the prompt to end")
+    return call.rtp.audio_seconds
+
+
+def run_ivr(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run the `ivr` command as an admin would, against the test server's settings."""
+    return subprocess.run([sys.executable, "-m", "ivr", *args], cwd=PROJECT, text=True,
+                          capture_output=True, timeout=120)

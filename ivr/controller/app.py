@@ -19,7 +19,7 @@ from ivr.controller.call import Call, CallServices
 from ivr.controller.records import CallRecords
 from ivr.controller.store import CallData, CallStore
 from ivr.db import create_engine, init_schema, sessionmaker
-from ivr.lines import DidTable
+from ivr.dialplan.versions import DialplanVersions
 from ivr.redis_client import connect_redis
 from ivr.settings import Settings
 
@@ -45,15 +45,15 @@ def channel_of(event: Event) -> str | None:
 
 class Controller:
     def __init__(self, settings: Settings, redis: Redis, ari: AriClient,
-                 records: CallRecords, dids: DidTable) -> None:
+                 records: CallRecords, dialplans: DialplanVersions) -> None:
         self.settings = settings
         self.store = CallStore(redis, settings.node_id)
         self.services = CallServices(
             ari=ari,
             store=self.store,
             records=records,
-            dids=dids,
-            prompts_dir=settings.rendered_prompts_path,
+            dialplans=dialplans,
+            start_timer=self.start_timer,
         )
         self.ari = ari
         self.calls: dict[str, Call] = {}
@@ -69,6 +69,17 @@ class Controller:
         )
 
     # --- Event intake -------------------------------------------------------------------------
+
+    def start_timer(self, channel_id: str, seconds: float, event: Event) -> None:
+        """After ``seconds``, ``event`` joins the channel's queue like an ARI event."""
+
+        async def fire() -> None:
+            await asyncio.sleep(seconds)
+            self._enqueue(channel_id, {**event, "channel": {"id": channel_id}})
+
+        timer = asyncio.create_task(fire())
+        self._workers.add(timer)
+        timer.add_done_callback(self._workers.discard)
 
     async def on_event(self, event: Event) -> None:
         channel_id = channel_of(event)
@@ -99,7 +110,8 @@ class Controller:
         try:
             kind = event["type"]
             if kind == "StasisStart" and call is None:
-                call = self.calls[channel_id] = Call.from_stasis_start(event, self.services)
+                call = await Call.from_stasis_start(event, self.services)
+                self.calls[channel_id] = call
                 await call.start()
             elif kind == RECOVER:
                 await self._recover_call(channel_id, event)
@@ -159,10 +171,12 @@ class Controller:
             # In Stasis but never saved (the controller died at once): start it afresh.
             app_args = str(event["channel"]["dialplan"].get("app_data", "")).split(",")[1:]
             start = {"type": "StasisStart", "channel": event["channel"], "args": app_args}
-            call = self.calls[channel_id] = Call.from_stasis_start(start, self.services)
+            call = await Call.from_stasis_start(start, self.services)
+            self.calls[channel_id] = call
             await call.start()
             return
-        call = self.calls[channel_id] = Call(data, self.services)
+        call = await Call.restore(data, self.services)
+        self.calls[channel_id] = call
         await call.resume()
 
     async def _vanished_call(self, channel_id: str) -> None:
@@ -170,7 +184,7 @@ class Controller:
         if data is None:
             await self.store.remove(channel_id)
             return
-        await Call(data, self.services).vanished()
+        await (await Call.restore(data, self.services)).vanished()
 
     # --- Running ------------------------------------------------------------------------------
 
@@ -183,12 +197,13 @@ async def run_controller(settings: Settings) -> None:
     engine = create_engine(settings.sql_url)
     await init_schema(engine)
     redis = connect_redis(settings)
-    dids = DidTable.load(settings.dialplans_path / "dids.yaml")
+    sessions = sessionmaker(engine)
+    dialplans = DialplanVersions(sessions, redis)
     ari = AriClient(settings.ari_base_url, settings.ari_user, settings.ari_secret(),
                     timeout=settings.ari_timeout)
-    controller = Controller(settings, redis, ari, CallRecords(sessionmaker(engine)), dids)
-    log.info("controller for node %s: ARI %s, app %r, %d DIDs", settings.node_id,
-             settings.ari_base_url, settings.ari_app, len(dids.dids))
+    controller = Controller(settings, redis, ari, CallRecords(sessions), dialplans)
+    log.info("controller for node %s: ARI %s, app %r", settings.node_id,
+             settings.ari_base_url, settings.ari_app)
 
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()

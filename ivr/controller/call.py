@@ -1,9 +1,14 @@
 """One call from its first event to its last: the call state machine.
 
-Read it top to bottom: ``start`` (StasisStart) decides whether the dialled number is in service,
-answers and greets; ``handle`` sends each later ARI event to the handler of the call's current
-state; ``_end`` hangs up with a cause; ``_finish`` (StasisEnd) writes the record and forgets the
-call. ``resume`` picks a call up again after the controller restarted.
+Read it top to bottom. ``start`` (StasisStart) takes the live dialplan, looks up the dialled
+number and either refuses it (not in service) or answers: emergency announcement, greeting,
+then the line's start, usually a menu. ``handle`` sends every later ARI event to the handler of
+the call's state. In a menu, digits interrupt prompts (type-ahead); wrong digits and silence are
+said and repeated up to the menu's retries, then the call goes to an agent queue. ``_finish``
+(StasisEnd) writes the record. ``resume`` picks a call up again after a controller restart.
+
+What a call is doing inside its state is its *step* (which prompt plays, or that it waits for a
+digit); everything is saved in Redis before it is done, so that a restart knows.
 """
 
 from __future__ import annotations
@@ -13,7 +18,6 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
@@ -22,26 +26,38 @@ from ivr.ari import AriClient, AriError, Event
 from ivr.controller.records import CallRecords
 from ivr.controller.state import CallState, check_move
 from ivr.controller.store import CallData, CallStore
-from ivr.lines import DidTable
+from ivr.dialplan.check import NOT_IN_SERVICE
+from ivr.dialplan.model import AGENT, BACK, Action, Dialplan, LineKind, Menu
+from ivr.dialplan.schedule import entry, line_mode
+from ivr.dialplan.versions import DialplanVersions
 from ivr.models import CallOutcome
-from ivr.prompts import media_uri
 
 log = logging.getLogger(__name__)
 
-# Steps: what a call is doing inside its state, kept in Redis so a restart knows.
-STEP_NOT_IN_SERVICE = "not_in_service"
-STEP_GREETING = "greeting"
+# Steps.
+NOT_IN_SERVICE_STEP = "not_in_service"  # early-media announcement, then 404
+EMERGENCY = "emergency"  # the emergency announcement: digits pressed now wait for the menu
+INTRO = "intro"  # greeting and notices before a start that is not a menu
+PROMPT = "prompt"  # a menu's prompt plays: a digit interrupts it
+WAITING = "waiting"  # the prompt ended: waiting for a digit until the menu's timeout
+INFO = "info"  # an information message: a digit interrupts it and counts for the menu
+CONNECTING = "connecting"  # "connecting you to an agent", then the queue
+GOODBYE = "goodbye"
+
+MENU_TIMEOUT = "MenuTimeout"  # a synthetic event: the caller pressed nothing in time
+
+Timer = Callable[[str, float, Event], None]
 
 
 @dataclass
 class CallServices:
-    """What every call uses: Asterisk, live state, records, the DID table, the prompts."""
+    """What every call uses: Asterisk, live state, records, dialplans, timers."""
 
     ari: AriClient
     store: CallStore
     records: CallRecords
-    dids: DidTable
-    prompts_dir: Path
+    dialplans: DialplanVersions
+    start_timer: Timer  # (channel id, seconds, event): the event comes back in order
 
 
 def _now() -> datetime:
@@ -52,10 +68,11 @@ Handler = Callable[["Call", Event], Awaitable[None]]
 
 
 class Call:
-    def __init__(self, data: CallData, services: CallServices) -> None:
+    def __init__(self, data: CallData, services: CallServices, plan: Dialplan) -> None:
         self.data = data
         self.services = services
         self.ari = services.ari
+        self.plan = plan  # the version the call started with, for all of its life
 
     @property
     def channel_id(self) -> str:
@@ -64,45 +81,65 @@ class Call:
     # --- The call's first event ---------------------------------------------------------------
 
     @classmethod
-    def from_stasis_start(cls, event: Event, services: CallServices) -> Call:
+    async def from_stasis_start(cls, event: Event, services: CallServices) -> Call:
         channel = event["channel"]
         args = event.get("args") or [channel.get("dialplan", {}).get("exten", "")]
+        plan = await services.dialplans.live()
         data = CallData(
             channel_id=channel["id"],
             record_id=uuid.uuid4().hex,
             did=str(args[0]),
             caller=str(channel.get("caller", {}).get("number", "")),
             started_at=_now().isoformat(),
+            language=plan.default_language,
+            dialplan_version=plan.version,
         )
-        return cls(data, services)
+        return cls(data, services, plan)
+
+    @classmethod
+    async def restore(cls, data: CallData, services: CallServices) -> Call:
+        return cls(data, services, await services.dialplans.get(data.dialplan_version))
 
     async def start(self) -> None:
-        """A new call: look up the dialled number, then greet or refuse it."""
-        did = self.services.dids.lookup(self.data.did)
+        """A new call: refuse a number not in service, or answer and begin the line."""
+        did = self.plan.did(self.data.did)
         if did is not None:
             self.data.line = did.line
             self.data.district = did.district
+            self.data.mode = line_mode(self.plan, did.line, _now())
         await self._save()
-        await self._record("started", _now())
-        log.info("call %s from %r to %s: line %s", self.channel_id, self.data.caller,
-                 self.data.did, self.data.line or "not in service")
+        await self._record("started")
+        log.info("call %s from %r to %s: line %s (%s), dialplan v%d", self.channel_id,
+                 self.data.caller, self.data.did, self.data.line or "not in service",
+                 self.data.mode or "-", self.plan.version)
         if did is None:
-            await self._announce_not_in_service()
-        else:
-            await self._answer_and_greet()
-
-    async def _announce_not_in_service(self) -> None:
-        # Early media (183) and then a 404: the carrier and the caller both learn that the
-        # number does not exist, and the caller is not charged for an answered call.
-        await self.ari.progress(self.channel_id)
-        await self._play(STEP_NOT_IN_SERVICE, ["ko", "en"])
-
-    async def _answer_and_greet(self) -> None:
+            # Early media (183) and then 404: the caller hears why, and is not charged.
+            await self.ari.progress(self.channel_id)
+            await self._play(NOT_IN_SERVICE_STEP, list(NOT_IN_SERVICE))
+            return
         await self.ari.answer(self.channel_id)
         self.data.answered_at = _now().isoformat()
         await self._move(CallState.IN_MENU)
-        await self._record("answered", datetime.fromisoformat(self.data.answered_at))
-        await self._play(STEP_GREETING, [self.data.language])
+        await self._record("answered")
+        emergency = self.plan.emergency
+        if emergency.enabled and did.line in emergency.lines:
+            self.data.path.append("emergency")
+            await self._play(EMERGENCY, list(emergency.prompt))
+        else:
+            await self._begin_line()
+
+    def _line_entry(self) -> tuple[list[str], Action]:
+        line = self.plan.lines[LineKind(self.data.line or LineKind.MAIN)]
+        notices, start = entry(line, self.data.mode)
+        return [*line.greeting, *notices], start
+
+    async def _begin_line(self) -> None:
+        intro, start = self._line_entry()
+        if start.menu is not None and start.language is None:
+            # Greeting, notices and the menu's prompt play as one: a digit skips them all.
+            await self._enter_menu(start.menu, intro)
+        else:
+            await self._play(INTRO, intro)
 
     # --- Later events, by state ---------------------------------------------------------------
 
@@ -121,19 +158,121 @@ class Call:
         await handler(self, event)
 
     async def _prompt_finished(self, event: Event) -> None:
-        playback_id = event.get("playback", {}).get("id", "")
-        if playback_id != self.data.playback_id:
+        if event.get("playback", {}).get("id", "") != self.data.playback_id:
             return  # an older prompt, already stopped or replaced
         self.data.playback_id = ""
-        if self.data.step == STEP_NOT_IN_SERVICE:
+        step = self.data.step
+        if step == NOT_IN_SERVICE_STEP:
             await self._end(CallOutcome.NOT_IN_SERVICE, reason="unallocated")
-        elif self.data.step == STEP_GREETING:
-            # The menus (a later capability) take over here; until then the call is complete.
+        elif step == EMERGENCY:
+            await self._begin_line()
+        elif step == INTRO:
+            await self._run(self._line_entry()[1])
+        elif step == PROMPT:
+            await self._wait_for_digit()
+        elif step == INFO:
+            then = Action.model_validate_json(self.data.pending) if self.data.pending else None
+            self.data.pending = ""
+            if then is None:
+                await self._enter_menu(self.data.menu)
+            else:
+                await self._run(then)
+        elif step == CONNECTING:
+            # Until skill queues exist, reaching the queue is where the call's service ends.
+            await self._end(CallOutcome.QUEUED)
+        elif step == GOODBYE:
             await self._end(CallOutcome.COMPLETED)
 
     async def _digit(self, event: Event) -> None:
-        log.info("call %s: digit %s in step %s", self.channel_id, event.get("digit"),
-                 self.data.step)
+        digit = str(event.get("digit", ""))
+        if not digit:
+            return
+        step = self.data.step
+        if step in (EMERGENCY, INTRO):
+            self.data.digits += digit  # typed ahead: kept for the menu that follows
+            await self._save()
+        elif step in (PROMPT, WAITING, INFO):
+            await self._stop_prompt()
+            self.data.pending = ""
+            await self._menu_digit(digit)
+
+    async def _timeout(self, event: Event) -> None:
+        if self.data.step != WAITING or event.get("token") != self.data.timer_token:
+            return  # a digit came first, or an older timer
+        menu = self._menu()
+        self.data.path.append(f"{self.data.menu}:timeout")
+        await self._retry(menu, menu.timeout_prompt)
+
+    # --- Menus --------------------------------------------------------------------------------
+
+    def _menu(self) -> Menu:
+        return self.plan.menus[self.data.menu]
+
+    async def _enter_menu(self, menu_id: str, before: list[str] | None = None) -> None:
+        self.data.menu = menu_id
+        self.data.retries = 0
+        if self.data.digits:
+            # Digits typed ahead choose at once: the caller knows the way.
+            digit, self.data.digits = self.data.digits[0], self.data.digits[1:]
+            await self._menu_digit(digit)
+            return
+        await self._play(PROMPT, [*(before or []), *self._menu().prompt])
+
+    async def _menu_digit(self, digit: str) -> None:
+        menu = self._menu()
+        self.data.path.append(f"{self.data.menu}:{digit}")
+        if digit == BACK:
+            await self._back()
+        elif digit in menu.options:
+            await self._run(menu.options[digit])
+        elif digit == AGENT:
+            await self._run(menu.agent_action())
+        else:
+            await self._retry(menu, menu.invalid_prompt)
+
+    async def _retry(self, menu: Menu, explanation: list[str]) -> None:
+        self.data.retries += 1
+        if self.data.retries >= menu.retries:
+            self.data.path.append(f"{self.data.menu}:failure")
+            await self._run(menu.failure_action())
+            return
+        await self._play(PROMPT, [*explanation, *menu.prompt])
+
+    async def _back(self) -> None:
+        if not self.data.menu_stack:
+            await self._enter_menu(self.data.menu)  # the first menu: say it again
+            return
+        menu_id, _, language = self.data.menu_stack.pop().partition("@")
+        self.data.language = language or self.data.language
+        await self._enter_menu(menu_id)
+
+    async def _wait_for_digit(self) -> None:
+        self.data.step = WAITING
+        self.data.timer_token += 1
+        await self._save()
+        self.services.start_timer(self.channel_id, self._menu().timeout,
+                                  {"type": MENU_TIMEOUT, "token": self.data.timer_token})
+
+    async def _run(self, action: Action) -> None:
+        """Carry out a menu option, a line's start or a failure."""
+        if action.menu is not None:
+            if self.data.menu:
+                self.data.menu_stack.append(f"{self.data.menu}@{self.data.language}")
+            if action.language is not None:
+                self.data.language = action.language
+            await self._enter_menu(action.menu)
+        elif action.queue is not None or action.bot is not None:
+            # The callbot and the skill queues come in later capabilities; both end here for now.
+            topic = action.queue or action.bot or "general"
+            self.data.path.append(f"{action.kind}:{topic}")
+            self.data.queue = f"{topic}:{self.data.language}"
+            await self._move(CallState.QUEUED)
+            await self._play(CONNECTING, ["connecting_agent"])
+        elif action.info is not None:
+            self.data.pending = action.then.model_dump_json() if action.then else ""
+            await self._play(INFO, list(action.info))
+        elif action.hangup:
+            await self._play(GOODBYE, ["goodbye"])
 
     # --- After a controller restart -----------------------------------------------------------
 
@@ -149,17 +288,29 @@ class Call:
                 if not exc.not_found:
                     raise
             await self._prompt_finished({"playback": {"id": self.data.playback_id}})
+        elif self.data.step == WAITING:
+            await self._wait_for_digit()  # the timer died with the old controller
         elif self.data.state == CallState.RINGING:
             await self.start()
 
     # --- Actions ------------------------------------------------------------------------------
 
-    async def _play(self, step: str, languages: list[str]) -> None:
+    async def _play(self, step: str, refs: list[str]) -> None:
         self.data.step = step
         self.data.playback_id = uuid.uuid4().hex
         await self._save()  # saved first: a restart in between still knows what plays
-        media = [media_uri(self.services.prompts_dir, step, language) for language in languages]
+        media = [self.plan.media(ref, self.data.language, self.data.did) for ref in refs]
         await self.ari.play(self.channel_id, media, playback_id=self.data.playback_id)
+
+    async def _stop_prompt(self) -> None:
+        playback_id, self.data.playback_id = self.data.playback_id, ""
+        self.data.timer_token += 1  # any running timer is now stale
+        if playback_id:
+            try:
+                await self.ari.stop_playback(playback_id)
+            except AriError as exc:
+                if not exc.not_found:
+                    raise
 
     async def _end(self, outcome: CallOutcome, reason: str = "normal") -> None:
         self.data.outcome = outcome
@@ -185,13 +336,14 @@ class Call:
         if not self.data.outcome:
             self.data.outcome = CallOutcome.CALLER_HUNG_UP
         await self._move(CallState.ENDED)
-        await self._record("ended", _now())
+        await self._record("ended")
         try:
             await self.services.store.count_ended(self.data.line, self.data.outcome)
             await self.services.store.remove(self.channel_id)
         except RedisError as exc:
             log.error("call %s: live state not cleared: %s", self.channel_id, exc)
-        log.info("call %s ended: %s", self.channel_id, self.data.outcome)
+        log.info("call %s ended: %s, path %s", self.channel_id, self.data.outcome,
+                 " ".join(self.data.path) or "-")
 
     async def vanished(self) -> None:
         """The call ended while no controller was listening: close its record."""
@@ -212,12 +364,12 @@ class Call:
             # The call goes on from memory; the next save writes everything again.
             log.warning("call %s: live state not saved: %s", self.channel_id, exc)
 
-    async def _record(self, what: str, at: datetime) -> None:
+    async def _record(self, what: str) -> None:
         records = self.services.records
         write = {"started": records.started, "answered": records.answered,
                  "ended": records.ended}[what]
         try:
-            await write(self.data, at)
+            await write(self.data, _now())
         except SQLAlchemyError as exc:
             log.error("call %s: record not written (%s): %s", self.channel_id, what, exc)
 
@@ -227,5 +379,7 @@ HANDLERS: dict[CallState, dict[str, Handler]] = {
     CallState.IN_MENU: {
         "PlaybackFinished": Call._prompt_finished,
         "ChannelDtmfReceived": Call._digit,
+        MENU_TIMEOUT: Call._timeout,
     },
+    CallState.QUEUED: {"PlaybackFinished": Call._prompt_finished},
 }

@@ -31,6 +31,7 @@ class CallRecords:
                     language=call.language,
                     path=list(call.path),
                     started_at=at,
+                    dialplan_version=call.dialplan_version or None,
                 )
             )
 
@@ -45,6 +46,7 @@ class CallRecords:
             hangup_cause=call.hangup_cause or None,
             path=list(call.path),
             language=call.language,
+            queue=call.queue or None,
         )
 
     async def _update(self, record_id: str, **values: object) -> None:

@@ -30,19 +30,29 @@ class CallData:
     line: str | None = None
     district: str | None = None
     language: str = "ko"
+    dialplan_version: int = 0  # the version the call started with, kept for all of it
+    mode: str = ""  # the line's mode when the call came: day, night, holiday, closed
     state: CallState = CallState.RINGING
     step: str = ""  # what the call is doing in its state (which prompt plays...)
     playback_id: str = ""
+    menu: str = ""  # the menu the caller is in
+    menu_stack: list[str] = field(default_factory=list)  # "menu@language" entries, for '*'
+    retries: int = 0  # wrong or missing digits in the current menu
+    digits: str = ""  # typed ahead, waiting for the next menu
+    timer_token: int = 0  # only the newest digit timer counts
+    pending: str = ""  # the action after an information message (JSON)
+    queue: str = ""  # topic:language of the queue the call reached
     started_at: str = ""
     answered_at: str = ""
     outcome: str = ""
     hangup_cause: str = ""
-    path: list[str] = field(default_factory=list)
+    path: list[str] = field(default_factory=list)  # the menu steps taken, "menu:digit"
 
     def to_redis(self) -> dict[str, str]:
         values = asdict(self)
         values["state"] = str(self.state)
         values["path"] = json.dumps(self.path)
+        values["menu_stack"] = json.dumps(self.menu_stack)
         return {key: str(value) if value is not None else "" for key, value in values.items()}
 
     @classmethod
@@ -50,6 +60,9 @@ class CallData:
         data: dict[str, Any] = dict(values)
         data["state"] = CallState(data.get("state", CallState.RINGING))
         data["path"] = json.loads(data.get("path") or "[]")
+        data["menu_stack"] = json.loads(data.get("menu_stack") or "[]")
+        for number in ("dialplan_version", "retries", "timer_token"):
+            data[number] = int(data.get(number) or 0)
         for optional in ("line", "district"):
             data[optional] = data.get(optional) or None
         known = cls.__dataclass_fields__

@@ -29,6 +29,8 @@ class CallOut(BaseModel):
     ended_at: datetime | None
     outcome: str
     hangup_cause: str | None
+    queue: str | None
+    dialplan_version: int | None
 
 
 @router.get("", response_model=list[CallOut], summary="Recent calls, newest first")

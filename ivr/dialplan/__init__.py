@@ -1,0 +1,1 @@
+"""Dialplans: what admins edit (dialplans/*.yaml), checked before it goes live, versioned."""
