@@ -103,7 +103,7 @@ def _speak_espeak(text: str, language: str, wav_out: Path) -> None:
     voice = ESPEAK_VOICES.get(language)
     if voice is None:
         raise PromptError(f"espeak-ng has no voice for language {language!r}")
-    subprocess.run(["espeak-ng", "-v", voice, "-s", "150", "-w", str(wav_out), text],
+    subprocess.run(["espeak-ng", "-v", voice, "-s", "170", "-w", str(wav_out), text],
                    check=True, capture_output=True)
 
 
