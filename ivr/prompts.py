@@ -67,6 +67,8 @@ def parse_prompt_texts(source: SourceFile) -> tuple[PromptTexts, list[Problem]]:
     texts: PromptTexts = {}
     data = source.data if isinstance(source.data, dict) else {}
     entries = data.get("prompts")
+    if source.problems:
+        return texts, problems
     if not isinstance(entries, dict):
         problems.append(source.problem(("prompts",), "expected a mapping 'prompts:' of prompt ids"))
         return texts, problems

@@ -7,13 +7,11 @@ import stat
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
 
 from ivr.controller.state import ALLOWED_MOVES, CallState, IllegalMove, check_move
 from ivr.controller.store import CallData
-from ivr.lines import DidTable, LineKind
 from ivr.pbx.asterisk import TEMPLATES, AsteriskSetupError, render_template, template_values
-from ivr.prompts import Prompt, duration_seconds, render_prompt
+from ivr.prompts import Prompt, duration_seconds, render
 from ivr.secrets import load_settings
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -31,27 +29,6 @@ def test_secrets_are_generated_once_and_private(tmp_path: Path) -> None:
 def test_secret_from_the_environment_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("IVR_ARI_PASSWORD", "from-the-environment")
     assert load_settings(data_dir=tmp_path).ari_secret() == "from-the-environment"
-
-
-def test_shipped_did_table_lists_120_121_and_every_district_twice() -> None:
-    table = DidTable.load(PROJECT / "dialplans" / "dids.yaml")
-    assert table.lookup("120") is not None and table.lookup("120").line == LineKind.MAIN
-    assert table.lookup("121").line == LineKind.WATERWORKS  # type: ignore[union-attr]
-    offices = {d.district for d in table.dids if d.line == LineKind.DISTRICT_OFFICE}
-    centers = {d.district for d in table.dids if d.line == LineKind.HEALTH_CENTER}
-    assert len(offices) == 25 and offices == centers
-    assert table.lookup("0299999999") is None
-
-
-def test_did_listed_twice_is_refused() -> None:
-    with pytest.raises(ValidationError, match="listed twice"):
-        DidTable.model_validate({"dids": [{"number": "120", "line": "main"},
-                                          {"number": "120", "line": "waterworks"}]})
-
-
-def test_district_line_without_district_is_refused() -> None:
-    with pytest.raises(ValidationError, match="must name its district"):
-        DidTable.model_validate({"dids": [{"number": "0201200101", "line": "district_office"}]})
 
 
 def test_asterisk_config_renders_every_placeholder(tmp_path: Path) -> None:
@@ -92,12 +69,14 @@ def test_call_data_survives_redis() -> None:
 
 def test_prompt_is_rendered_once_for_the_telephone(tmp_path: Path) -> None:
     prompt = Prompt("hello", "ko", "안녕하세요")
-    assert render_prompt(prompt, tmp_path) is True
-    wav = tmp_path / "ko" / "hello.wav"
-    assert duration_seconds(wav) > 0.3
+    first = render(prompt, tmp_path)
+    wav = first.with_name(first.name + ".wav")
+    assert duration_seconds(first) > 0.3
     import wave
 
     with wave.open(str(wav)) as audio:
         assert (audio.getframerate(), audio.getnchannels(), audio.getsampwidth()) == (8000, 1, 2)
-    assert render_prompt(prompt, tmp_path) is False  # unchanged: not rendered again
-    assert render_prompt(Prompt("hello", "ko", "안녕히 계세요"), tmp_path) is True
+    made = wav.stat().st_mtime_ns
+    assert render(prompt, tmp_path) == first and wav.stat().st_mtime_ns == made  # reused
+    changed = render(Prompt("hello", "ko", "안녕히 계세요"), tmp_path)
+    assert changed != first and duration_seconds(first) > 0  # the old file stays for old calls
