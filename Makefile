@@ -4,8 +4,9 @@
 VENV := .venv/bin
 SIPP_TARGET ?= 127.0.0.1:$(or $(IVR_SIP_PORT),5060)
 NUMBER ?= 120
+KEY ?= 4
 
-.PHONY: run test install lint call clean
+.PHONY: run test install lint call publish clean
 
 install:
 	@scripts/bootstrap.sh
@@ -20,10 +21,16 @@ lint: install
 	$(VENV)/ruff check ivr callbot tests
 	$(VENV)/mypy
 
-# Places one test call (default 120) from SIPp acting as the carrier; NUMBER=121 make call
+# One test call from SIPp acting as the carrier: dials NUMBER (120), presses KEY (4) after 3 s
+# by SIP INFO, and stays until the server hangs up. `make call NUMBER=121 KEY=1`
 call:
-	sipp -sf tests/sipp/caller.xml -m 1 -s $(NUMBER) -key caller 0299990000 -key rtp_port 40000 \
-	  -i 127.0.0.1 -p 5099 -nostdin -trace_screen $(SIPP_TARGET) && echo "call to $(NUMBER): ok"
+	sipp -sf tests/sipp/press_key.xml -m 1 -s $(NUMBER) -key caller 0299990000 -key key $(KEY) \
+	  -key rtp_port 40000 -i 127.0.0.1 -p 5099 -nostdin $(SIPP_TARGET) >/dev/null \
+	  && echo "call to $(NUMBER), key $(KEY): ok (see the record: GET /api/calls)"
+
+# After editing dialplans/ or audio_prompts/: check, render and make it live, no restart.
+publish: install
+	$(VENV)/ivr dialplan publish
 
 clean:
 	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache

@@ -177,6 +177,16 @@ def duration_seconds(path: Path) -> float:
         return float(wav.getnframes()) / float(wav.getframerate())
 
 
+def voice_warnings(texts: PromptTexts, recordings_dir: Path, engine: str) -> list[str]:
+    """Prompts no voice can speak and no recording replaces: they play in English."""
+    return [f"prompt {prompt_id!r} in {language}: no voice for this language; the English "
+            "audio plays until a recording is uploaded"
+            for prompt_id, by_language in texts.items()
+            for language, prompt in by_language.items()
+            if not has_voice(prompt.voice_language, engine)
+            and recording_for(recordings_dir, prompt_id, language) is None]
+
+
 def render_all(texts: PromptTexts, rendered_dir: Path, recordings_dir: Path, engine: str,
                offices: dict[tuple[str, str], dict[str, str]]) -> tuple[dict[str, str], list[str]]:
     """Render every prompt; returns the files by "id/lang" (or "id/lang/did") and warnings.
@@ -184,14 +194,12 @@ def render_all(texts: PromptTexts, rendered_dir: Path, recordings_dir: Path, eng
     ``offices`` maps (prompt id, language) of a templated prompt to {did: office name}.
     """
     files: dict[str, str] = {}
-    warnings: list[str] = []
+    warnings = voice_warnings(texts, recordings_dir, engine)
     rendered_before = _count(rendered_dir)
     for prompt_id, by_language in texts.items():
         for language, prompt in by_language.items():
             recording = recording_for(recordings_dir, prompt_id, language)
             if recording is None and not has_voice(prompt.voice_language, engine):
-                warnings.append(f"prompt {prompt_id!r} in {language}: no voice for this language; "
-                                "the English audio plays until a recording is uploaded")
                 continue
             try:
                 if prompt.templated and recording is None:

@@ -12,6 +12,7 @@ import pytest
 from ivr.dialplan.check import load
 from ivr.dialplan.model import LineKind
 from ivr.dialplan.schedule import CLOSED, DAY, HOLIDAY, NIGHT, line_mode
+from ivr.prompts import voice_warnings
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -147,3 +148,21 @@ def test_schedule_modes() -> None:
     assert line_mode(plan, LineKind.DISTRICT_OFFICE, at("2026-11-21T10:00")) == CLOSED  # Sat
     assert line_mode(plan, LineKind.DISTRICT_OFFICE, at("2026-11-20T18:30")) == CLOSED
     assert line_mode(plan, LineKind.HEALTH_CENTER, at("2026-12-25T10:00")) == CLOSED
+
+
+def test_mongolian_is_told_and_falls_back_to_english(tmp_path: Path) -> None:
+    result = load(PROJECT / "dialplans", PROJECT / "audio_prompts" / "prompts.yaml")
+    warnings = voice_warnings(result.texts, tmp_path / "recordings", "espeak")
+    assert "prompt 'foreign_menu' in mn: no voice for this language; the English audio plays " \
+           "until a recording is uploaded" in warnings
+    assert not any(" in ko:" in warning for warning in warnings)
+    # An uploaded recording silences the warning for that prompt.
+    (tmp_path / "recordings" / "mn").mkdir(parents=True)
+    (tmp_path / "recordings" / "mn" / "foreign_menu.wav").write_bytes(b"RIFF")
+    assert not any("'foreign_menu' in mn" in w
+                   for w in voice_warnings(result.texts, tmp_path / "recordings", "espeak"))
+
+    plan = result.dialplan
+    assert plan is not None
+    plan = plan.model_copy(update={"prompt_files": {"foreign_menu/en": "/p/en/foreign_menu-1"}})
+    assert plan.media("foreign_menu", "mn") == "sound:/p/en/foreign_menu-1"

@@ -109,8 +109,8 @@ async def test_star_goes_back_and_info_returns_to_its_menu(
     await call.rtp.press("1*3")  # traffic, back, administration: typed ahead in one go
     await audio_for(call, call.rtp.audio_seconds + 1.0)
     await call.rtp.press("2")  # the passport information...
-    await prompt_ends(call)  # ...then the administration menu again
-    await audio_for(call, call.rtp.audio_seconds + 1.0)
+    info = await prompt_seconds(server, "passport_info", "ko")
+    await audio_for(call, call.rtp.audio_seconds + info + 1.0)  # ...then this menu again
     await call.rtp.press("1")
     assert (await call.finished()).ok
     record = await call_record(api, caller)

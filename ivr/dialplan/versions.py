@@ -23,7 +23,7 @@ from ivr.dialplan.check import CheckResult, load, offices_to_render
 from ivr.dialplan.model import Dialplan
 from ivr.dialplan.source import Problem
 from ivr.models import DialplanVersion
-from ivr.prompts import render_all
+from ivr.prompts import render_all, voice_warnings
 from ivr.redis_client import connect_redis
 from ivr.settings import Settings
 
@@ -48,7 +48,10 @@ class Published:
 
 
 def check_files(settings: Settings) -> CheckResult:
-    return load(settings.dialplans_path, settings.prompts_source_path / "prompts.yaml")
+    result = load(settings.dialplans_path, settings.prompts_source_path / "prompts.yaml")
+    result.warnings += voice_warnings(result.texts, settings.prompts_source_path / "recordings",
+                                      settings.tts_engine)
+    return result
 
 
 def _checksum(sources: dict[str, str], prompt_files: dict[str, str]) -> str:
@@ -75,7 +78,7 @@ class DialplanVersions:
             settings.prompts_source_path / "recordings", settings.tts_engine,
             offices_to_render(plan, result.texts))
         return await self.publish(plan.model_copy(update={"prompt_files": prompt_files}),
-                                  result.sources, author, note, result.warnings + warnings)
+                                  result.sources, author, note, warnings)
 
     async def publish(self, plan: Dialplan, sources: dict[str, str], author: str, note: str,
                       warnings: list[str]) -> Published:
