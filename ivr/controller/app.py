@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 from ivr.ari import AriClient, AriError, Event, EventStream
 from ivr.controller.call import Call, CallServices
 from ivr.controller.records import CallRecords
-from ivr.controller.store import CallData, CallStore
+from ivr.controller.store import CallStore
 from ivr.db import create_engine, init_schema, sessionmaker
 from ivr.dialplan.versions import DialplanVersions
 from ivr.redis_client import connect_redis
@@ -219,5 +219,3 @@ async def run_controller(settings: Settings) -> None:
         await redis.aclose()
         await engine.dispose()
 
-
-__all__ = ["CallData", "Controller", "run_controller"]
