@@ -1,0 +1,233 @@
+"""Skill queues and agents in Redis, and the atomic match of the next caller with the best agent.
+
+Vocabulary as in Asterisk's queues.conf and FreeSWITCH's mod_callcenter:
+
+- A *queue* is a skill: topic x language (``water:en``). Callers wait in it by rank: a higher
+  priority first (a callback's turn, an urgent line), then the earliest entry.
+- An *agent* has skills (a proficiency 1-5 per topic) and languages, and a state: logged out,
+  available, reserved (a call is offered), on call, wrap-up, paused (with a reason). Only an
+  available agent whose softphone is registered is ever offered a call.
+- The *match* (``match.lua``) gives the head caller the most proficient free agent for the skill,
+  the longest idle among equals. After ``widen_any_proficiency`` seconds of waiting any
+  proficiency will do, after ``widen_any_agent`` any agent who speaks the caller's language.
+
+Both the match and every agent state change are single Lua scripts: Redis runs each alone, so
+no agent ever gets two calls and no caller is taken twice, with any number of controllers.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, cast
+
+from redis.asyncio import Redis
+
+HERE = Path(__file__).resolve().parent
+PREFIX = "ivr:acd"
+RANK_PRIORITY_STEP = 1e13  # a rank is (9 - priority) * 1e13 + entry time in ms
+
+
+class AgentState(StrEnum):
+    LOGGED_OUT = "logged_out"
+    AVAILABLE = "available"
+    RESERVED = "reserved"
+    ON_CALL = "on_call"
+    WRAP_UP = "wrap_up"
+    PAUSED = "paused"
+
+
+def queue_name(topic: str, language: str) -> str:
+    return f"{topic}:{language}"
+
+
+def queue_key(queue: str) -> str:
+    return f"{PREFIX}:queue:{queue}"
+
+
+def agent_key(agent_id: str) -> str:
+    return f"{PREFIX}:agent:{agent_id}"
+
+
+def call_key(call_id: str) -> str:
+    return f"{PREFIX}:call:{call_id}"
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(frozen=True)
+class AgentProfile:
+    agent_id: str
+    name: str
+    skills: dict[str, int]  # topic -> proficiency 1-5
+    languages: list[str]
+
+    def __post_init__(self) -> None:
+        for topic, proficiency in self.skills.items():
+            if not 1 <= proficiency <= 5:
+                raise ValueError(f"proficiency of {topic!r} must be 1-5, not {proficiency}")
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """A caller matched with an agent: the agent is now reserved for the call."""
+
+    call_id: str
+    agent_id: str
+    queue: str
+    level: int  # 0: the skill at the proficiency asked; 1: any proficiency; 2: any agent
+
+
+@dataclass
+class Widening:
+    """When the search for an agent widens (queuerules.conf's penalty changes, in seconds)."""
+
+    any_proficiency_after: float = 30.0
+    any_agent_after: float = 60.0
+    min_proficiency: int = 3
+
+
+@dataclass
+class Acd:
+    redis: Redis
+    widening: Widening = field(default_factory=Widening)
+
+    def __post_init__(self) -> None:
+        self._match = self.redis.register_script((HERE / "match.lua").read_text())
+        self._agent_state = self.redis.register_script((HERE / "agent.lua").read_text())
+
+    # --- Agents -------------------------------------------------------------------------------
+
+    async def save_agent(self, profile: AgentProfile) -> None:
+        """Create or update an agent's skills and languages (a new agent is logged out)."""
+        key = agent_key(profile.agent_id)
+        await self.redis.hsetnx(key, "state", AgentState.LOGGED_OUT)
+        await self.redis.hset(key, mapping={
+            "name": profile.name,
+            "skills": json.dumps(profile.skills),
+            "languages": json.dumps(profile.languages),
+        })
+        await self.redis.sadd(f"{PREFIX}:agents", profile.agent_id)
+        await self._change(profile.agent_id, "", "*")  # re-index with the new skills
+
+    async def remove_agent(self, agent_id: str) -> None:
+        await self._change(agent_id, AgentState.LOGGED_OUT, "*")
+        await self.redis.delete(agent_key(agent_id), f"{agent_key(agent_id)}:indexes")
+        await self.redis.srem(f"{PREFIX}:agents", agent_id)
+
+    async def agent(self, agent_id: str) -> dict[str, str]:
+        return cast(dict[str, str], await self.redis.hgetall(agent_key(agent_id)))
+
+    async def _change(self, agent_id: str, state: str, allowed_from: str, reason: str = "",
+                      call_id: str = "", registered: str = "") -> bool:
+        result = await self._agent_state(
+            keys=[agent_key(agent_id)],
+            args=[state, allowed_from, now_ms(), reason, call_id, registered])
+        return bool(int(cast(list[Any], result)[0]))
+
+    async def set_registered(self, agent_id: str, registered: bool) -> None:
+        """The agent's softphone registered or went away: only registered agents get calls."""
+        await self._change(agent_id, "", "*", registered="1" if registered else "0")
+
+    async def log_in(self, agent_id: str) -> bool:
+        return await self._change(agent_id, AgentState.AVAILABLE, AgentState.LOGGED_OUT)
+
+    async def log_out(self, agent_id: str) -> bool:
+        return await self._change(agent_id, AgentState.LOGGED_OUT, ",".join(
+            (AgentState.AVAILABLE, AgentState.PAUSED, AgentState.WRAP_UP)))
+
+    async def pause(self, agent_id: str, reason: str) -> bool:
+        return await self._change(agent_id, AgentState.PAUSED, ",".join(
+            (AgentState.AVAILABLE, AgentState.WRAP_UP, AgentState.RESERVED)), reason=reason)
+
+    async def ready(self, agent_id: str) -> bool:
+        """Available again: after a pause, or at the end of wrap-up."""
+        return await self._change(agent_id, AgentState.AVAILABLE, ",".join(
+            (AgentState.PAUSED, AgentState.WRAP_UP)))
+
+    async def answered(self, agent_id: str, call_id: str) -> bool:
+        return await self._change(agent_id, AgentState.ON_CALL, AgentState.RESERVED,
+                                  call_id=call_id)
+
+    async def wrap_up(self, agent_id: str, call_id: str) -> bool:
+        return await self._change(agent_id, AgentState.WRAP_UP, AgentState.ON_CALL,
+                                  call_id=call_id)
+
+    async def missed(self, agent_id: str, call_id: str, pause_after: int) -> bool:
+        """The agent let an offered call ring out. Returns True if they are now paused."""
+        misses = int(await self.redis.hincrby(agent_key(agent_id), "missed", 1))
+        if misses >= pause_after:
+            await self.redis.hset(agent_key(agent_id), "missed", 0)
+            await self._change(agent_id, AgentState.PAUSED, AgentState.RESERVED,
+                               reason="missed calls")
+            return True
+        await self._change(agent_id, AgentState.AVAILABLE, AgentState.RESERVED)
+        return False
+
+    # --- Callers ------------------------------------------------------------------------------
+
+    async def enqueue(self, call_id: str, topic: str, language: str, priority: int = 0,
+                      entered_ms: int | None = None) -> int:
+        """Put a caller in the queue of a skill; returns their position (1 = next)."""
+        queue = queue_name(topic, language)
+        entered = entered_ms or now_ms()
+        rank = (9 - max(0, min(priority, 9))) * RANK_PRIORITY_STEP + entered
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(call_key(call_id), mapping={
+                "topic": topic, "language": language, "queue": queue, "priority": priority,
+                "entered_ms": entered, "state": "queued"})
+            pipe.zadd(queue_key(queue), {call_id: rank})
+            pipe.sadd(f"{PREFIX}:queues", queue)
+            await pipe.execute()
+        return await self.position(call_id)
+
+    async def requeue(self, call_id: str) -> None:
+        """Back in line at the place it had (an agent did not answer): its rank is kept."""
+        values = cast(dict[str, str], await self.redis.hgetall(call_key(call_id)))
+        await self.enqueue(call_id, values["topic"], values["language"],
+                           int(values.get("priority", 0)), int(values["entered_ms"]))
+
+    async def leave(self, call_id: str) -> None:
+        """The caller is gone (answered elsewhere, abandoned): out of every queue."""
+        queue = await self.redis.hget(call_key(call_id), "queue")
+        async with self.redis.pipeline(transaction=True) as pipe:
+            if queue:
+                pipe.zrem(queue_key(str(queue)), call_id)
+            pipe.delete(call_key(call_id))
+            await pipe.execute()
+
+    async def position(self, call_id: str) -> int:
+        queue = await self.redis.hget(call_key(call_id), "queue")
+        if queue is None:
+            return 0
+        rank = await self.redis.zrank(queue_key(str(queue)), call_id)
+        return 0 if rank is None else int(rank) + 1
+
+    async def waiting(self, queue: str) -> int:
+        return cast(int, await self.redis.zcard(queue_key(queue)))
+
+    async def queues(self) -> list[str]:
+        return sorted(cast(set[str], await self.redis.smembers(f"{PREFIX}:queues")))
+
+    # --- The match ----------------------------------------------------------------------------
+
+    async def match(self, queues: list[str] | None = None) -> Assignment | None:
+        """Give the most urgent caller of these queues (default: all) the best free agent."""
+        names = queues if queues is not None else await self.queues()
+        if not names:
+            return None
+        widening = self.widening
+        result = await self._match(
+            keys=[queue_key(name) for name in names],
+            args=[now_ms(), widening.any_proficiency_after, widening.any_agent_after,
+                  widening.min_proficiency])
+        if result is None:
+            return None
+        call_id, agent_id, key, level = cast(list[Any], result)
+        return Assignment(str(call_id), str(agent_id), str(key).removeprefix(
+            f"{PREFIX}:queue:"), int(level))
