@@ -205,11 +205,11 @@ class Acd:
         queue = await self.redis.hget(call_key(call_id), "queue")
         if queue is None:
             return 0
-        rank = await self.redis.zrank(queue_key(str(queue)), call_id)
-        return 0 if rank is None else int(rank) + 1
+        rank = cast(int | None, await self.redis.zrank(queue_key(str(queue)), call_id))
+        return 0 if rank is None else rank + 1
 
     async def waiting(self, queue: str) -> int:
-        return cast(int, await self.redis.zcard(queue_key(queue)))
+        return await self.redis.zcard(queue_key(queue))
 
     async def queues(self) -> list[str]:
         return sorted(cast(set[str], await self.redis.smembers(f"{PREFIX}:queues")))
