@@ -33,14 +33,16 @@ from tests.support.sip import SippCall
 
 PROJECT = Path(__file__).resolve().parents[1]
 
-# Ports apart from the defaults, so that the tests can run beside a `make run`.
+# Ports apart from the defaults, so that the tests can run beside a `make run`; a second test
+# run at the same time sets IVR_TEST_PORT_OFFSET (e.g. 100).
+_OFFSET = int(os.environ.get("IVR_TEST_PORT_OFFSET", "0"))
 TEST_ENV = {
-    "IVR_SIP_PORT": "15060",
-    "IVR_ARI_PORT": "18088",
-    "IVR_API_PORT": "18000",
-    "IVR_REDIS_PORT": "16379",
-    "IVR_RTP_START": "31000",
-    "IVR_RTP_END": "31999",
+    "IVR_SIP_PORT": str(15060 + _OFFSET),
+    "IVR_ARI_PORT": str(18088 + _OFFSET),
+    "IVR_API_PORT": str(18000 + _OFFSET),
+    "IVR_REDIS_PORT": str(16379 + _OFFSET),
+    "IVR_RTP_START": str(31000 + _OFFSET * 10),
+    "IVR_RTP_END": str(31999 + _OFFSET * 10),
     "IVR_LOG_LEVEL": "INFO",
 }
 
