@@ -6,9 +6,15 @@ import argparse
 import asyncio
 import logging
 import sys
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from ivr.logs import setup_logging
 from ivr.secrets import load_settings
+
+if TYPE_CHECKING:
+    from ivr.acd.agents import Agents
+    from ivr.acd.core import Acd
 
 log = logging.getLogger("ivr")
 
@@ -81,6 +87,73 @@ def _dialplan_publish(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _with_agents(action: Callable[[Agents, Acd], Awaitable[int]]) -> int:
+    from ivr.acd.agents import Agents
+    from ivr.acd.core import acd_for
+    from ivr.ari import AriClient
+    from ivr.db import create_engine, init_schema, sessionmaker
+    from ivr.redis_client import connect_redis
+
+    settings = load_settings()
+    engine = create_engine(settings.sql_url)
+    redis = connect_redis(settings)
+    ari = AriClient(settings.ari_base_url, settings.ari_user, settings.ari_secret())
+    try:
+        await init_schema(engine)
+        acd = acd_for(settings, redis)
+        return await action(Agents(sessionmaker(engine), ari, acd, settings.ari_app), acd)
+    finally:
+        await ari.close()
+        await redis.aclose()
+        await engine.dispose()
+
+
+def _agent(args: argparse.Namespace) -> int:
+    from ivr.acd.agents import AgentError
+
+    async def run(agents: Agents, acd: Acd) -> int:
+        if args.action == "add":
+            skills = {}
+            for item in args.skills.split(","):
+                topic, _, level = item.partition("=")
+                skills[topic.strip()] = int(level or 3)
+            languages = [code.strip() for code in args.languages.split(",") if code.strip()]
+            made = await agents.create(args.username, args.name or args.username, skills,
+                                       languages)
+            print(f"agent {made.username} created; SIP password (shown once): "
+                  f"{made.sip_password}")
+        elif args.action == "remove":
+            await agents.remove(args.username)
+            print(f"agent {args.username} removed")
+        elif args.action == "list":
+            for agent in await agents.list():
+                live = await acd.agent(agent.username)
+                skill_text = " ".join(f"{t}={p}" for t, p in agent.skills.items())
+                registered = "registered" if live.get("registered") == "1" else "unregistered"
+                print(f"{agent.username:<16} {live.get('state', '?'):<11} {registered:<13} "
+                      f"{','.join(agent.languages):<12} {skill_text}")
+        else:
+            if args.state == "paused":
+                done = await acd.pause(args.username, args.reason or "break")
+            elif args.state == "available":
+                done = await acd.log_in(args.username) or await acd.ready(args.username)
+            elif args.state == "logged_out":
+                done = await acd.log_out(args.username)
+            else:
+                print(f"unknown state {args.state!r}: available, paused or logged_out")
+                return 2
+            state = (await acd.agent(args.username)).get("state")
+            print(f"agent {args.username}: {state}" + ("" if done else " (unchanged)"))
+            return 0 if done else 1
+        return 0
+
+    try:
+        return asyncio.run(_with_agents(run))
+    except (AgentError, ValueError) as exc:
+        print(f"refused: {exc}")
+        return 1
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="ivr", description="The 120 telephony and IVR server.")
     verbs = parser.add_subparsers(dest="verb", required=True)
@@ -99,6 +172,21 @@ def main(argv: list[str] | None = None) -> None:
     publish.add_argument("--author", default="")
     publish.add_argument("--note", default="")
     publish.set_defaults(handler=_dialplan_publish)
+    agent = verbs.add_parser("agent", help="agents: add, remove, list, state").add_subparsers(
+        dest="action", required=True)
+    add = agent.add_parser("add", help="create an agent and their SIP account")
+    add.add_argument("username")
+    add.add_argument("--name", default="")
+    add.add_argument("--skills", required=True, help="topic=proficiency,... e.g. water=5,traffic=3")
+    add.add_argument("--languages", default="ko", help="e.g. ko,en")
+    agent.add_parser("remove").add_argument("username")
+    agent.add_parser("list")
+    state = agent.add_parser("state", help="available, paused or logged_out")
+    state.add_argument("username")
+    state.add_argument("state")
+    state.add_argument("--reason", default="")
+    for agent_verb in agent.choices.values():
+        agent_verb.set_defaults(handler=_agent)
     args = parser.parse_args(argv)
     setup_logging(load_settings().log_level)
     try:

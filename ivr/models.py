@@ -48,6 +48,23 @@ class User(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class Agent(Base):
+    """An agent: their SIP account (for the softphone), skills and languages.
+
+    Only the digest of the SIP password is kept (MD5 of user:realm:password, what SIP digest
+    authentication needs); the password itself is shown once, when it is made.
+    """
+
+    __tablename__ = "agents"
+
+    username: Mapped[str] = mapped_column(String(64), primary_key=True)  # the SIP user too
+    name: Mapped[str] = mapped_column(String(128))
+    skills: Mapped[dict[str, int]] = mapped_column(JSON)  # topic -> proficiency 1-5
+    languages: Mapped[list[str]] = mapped_column(JSON)
+    sip_digest: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class DialplanVersion(Base):
     """One published version of the dialplan: what callers heard from `published_at` on."""
 
@@ -62,6 +79,19 @@ class DialplanVersion(Base):
     bundle: Mapped[str] = mapped_column(Text)  # the checked Dialplan, as JSON
 
 
+class CallEvent(Base):
+    """One step of a call's timeline: queued, offered, answered, no answer, abandoned..."""
+
+    __tablename__ = "call_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    call_id: Mapped[str] = mapped_column(String(32), index=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    kind: Mapped[str] = mapped_column(String(32))
+    agent: Mapped[str | None] = mapped_column(String(64), default=None)
+    detail: Mapped[str] = mapped_column(String(256), default="")
+
+
 class CallOutcome(StrEnum):
     """How a call ended. Later capabilities add answered, abandoned, callback, transferred..."""
 
@@ -69,7 +99,9 @@ class CallOutcome(StrEnum):
     COMPLETED = "completed"  # the server finished the call's service and hung up
     CALLER_HUNG_UP = "caller_hung_up"
     NOT_IN_SERVICE = "not_in_service"
-    QUEUED = "queued"  # reached an agent queue (until queues exist: after "connecting you")
+    QUEUED = "queued"  # reached an agent queue and is still waiting (the server ended it)
+    ANSWERED = "answered"  # talked with an agent
+    ABANDONED = "abandoned"  # hung up while waiting in a queue
     FAILED = "failed"  # the server could not serve the call (an error, reported in the log)
     UNOBSERVED_END = "unobserved_end"  # ended while no controller was listening
 
@@ -93,6 +125,9 @@ class CallRecord(Base):
     outcome: Mapped[str] = mapped_column(String(32), default=CallOutcome.IN_PROGRESS)
     hangup_cause: Mapped[str | None] = mapped_column(String(64), default=None)
     queue: Mapped[str | None] = mapped_column(String(64), default=None)  # topic:language
+    agent: Mapped[str | None] = mapped_column(String(64), default=None)
+    queued_at: Mapped[datetime | None] = mapped_column(default=None)
+    wait_seconds: Mapped[float | None] = mapped_column(default=None)
     dialplan_version: Mapped[int | None] = mapped_column(Integer, default=None)
 
     def as_dict(self) -> dict[str, Any]:
@@ -111,5 +146,8 @@ class CallRecord(Base):
             "outcome": self.outcome,
             "hangup_cause": self.hangup_cause,
             "queue": self.queue,
+            "agent": self.agent,
+            "queued_at": as_utc(self.queued_at),
+            "wait_seconds": self.wait_seconds,
             "dialplan_version": self.dialplan_version,
         }

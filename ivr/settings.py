@@ -47,6 +47,15 @@ class Settings(BaseSettings):
     asterisk_root: Path = Path(".cache/asterisk-root")
     asterisk_binary: str = "/usr/sbin/asterisk"
 
+    # Queues and agents (the vocabulary of queues.conf).
+    ring_seconds: int = 15  # how long an offered call rings an agent before the next one
+    wrap_up_seconds: int = 10  # after each call, for the consultation record
+    missed_calls_pause: int = 2  # offers an agent lets ring out before being paused
+    widen_any_proficiency_seconds: float = 30.0  # then any proficiency in the topic
+    widen_any_agent_seconds: float = 60.0  # then any agent who speaks the caller's language
+    min_proficiency: int = 3  # what a caller gets before the first widening
+    moh_class: str = "default"
+
     # API.
     api_host: str = "127.0.0.1"
     api_port: int = 8000

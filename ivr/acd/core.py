@@ -26,6 +26,8 @@ from typing import Any, cast
 
 from redis.asyncio import Redis
 
+from ivr.settings import Settings
+
 HERE = Path(__file__).resolve().parent
 PREFIX = "ivr:acd"
 RANK_PRIORITY_STEP = 1e13  # a rank is (9 - priority) * 1e13 + entry time in ms
@@ -158,6 +160,10 @@ class Acd:
         return await self._change(agent_id, AgentState.WRAP_UP, AgentState.ON_CALL,
                                   call_id=call_id)
 
+    async def release(self, agent_id: str) -> bool:
+        """An offer withdrawn (the caller left first): the agent is free again, no fault."""
+        return await self._change(agent_id, AgentState.AVAILABLE, AgentState.RESERVED)
+
     async def missed(self, agent_id: str, call_id: str, pause_after: int) -> bool:
         """The agent let an offered call ring out. Returns True if they are now paused."""
         misses = int(await self.redis.hincrby(agent_key(agent_id), "missed", 1))
@@ -168,6 +174,14 @@ class Acd:
             return True
         await self._change(agent_id, AgentState.AVAILABLE, AgentState.RESERVED)
         return False
+
+    async def handled(self, queue: str, talk_seconds: float) -> None:
+        """Remember a handle time: estimated waits come from the recent ones."""
+        key = f"{PREFIX}:handle:{queue}"
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.lpush(key, round(talk_seconds, 1))
+            pipe.ltrim(key, 0, 49)
+            await pipe.execute()
 
     # --- Callers ------------------------------------------------------------------------------
 
@@ -231,3 +245,9 @@ class Acd:
         call_id, agent_id, key, level = cast(list[Any], result)
         return Assignment(str(call_id), str(agent_id), str(key).removeprefix(
             f"{PREFIX}:queue:"), int(level))
+
+
+def acd_for(settings: Settings, redis: Redis) -> Acd:
+    """The ACD with the widening of the settings."""
+    return Acd(redis, Widening(settings.widen_any_proficiency_seconds,
+                               settings.widen_any_agent_seconds, settings.min_proficiency))

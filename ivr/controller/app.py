@@ -11,11 +11,15 @@ import asyncio
 import collections
 import logging
 import signal
+from collections.abc import Coroutine
+from typing import Any
 
 from redis.asyncio import Redis
 
+from ivr.acd.agents import Agents
+from ivr.acd.core import Acd, acd_for
 from ivr.ari import AriClient, AriError, Event, EventStream
-from ivr.controller.call import Call, CallServices
+from ivr.controller.call import AGENT_ASSIGNED, Call, CallServices
 from ivr.controller.records import CallRecords
 from ivr.controller.store import CallStore
 from ivr.db import create_engine, init_schema, sessionmaker
@@ -45,16 +49,28 @@ def channel_of(event: Event) -> str | None:
 
 class Controller:
     def __init__(self, settings: Settings, redis: Redis, ari: AriClient,
-                 records: CallRecords, dialplans: DialplanVersions) -> None:
+                 records: CallRecords, dialplans: DialplanVersions, agents: Agents,
+                 acd: Acd) -> None:
         self.settings = settings
         self.store = CallStore(redis, settings.node_id)
+        self.acd = acd
+        self.agents = agents
         self.services = CallServices(
+            settings=settings,
             ari=ari,
             store=self.store,
             records=records,
             dialplans=dialplans,
+            acd=acd,
             start_timer=self.start_timer,
+            dispatch=self.dispatch,
+            watch_leg=self.watch_leg,
+            forget_leg=self.forget_leg,
+            start_wrap_up=self.start_wrap_up,
         )
+        self.legs: dict[str, str] = {}  # an agent's leg -> the caller's channel
+        self._dispatching: asyncio.Task[None] | None = None
+        self._dispatch_again = False
         self.ari = ari
         self.calls: dict[str, Call] = {}
         self._queues: dict[str, collections.deque[Event]] = {}
@@ -77,16 +93,90 @@ class Controller:
             await asyncio.sleep(seconds)
             self._enqueue(channel_id, {**event, "channel": {"id": channel_id}})
 
-        timer = asyncio.create_task(fire())
-        self._workers.add(timer)
-        timer.add_done_callback(self._workers.discard)
+        self._spawn(fire())
 
     async def on_event(self, event: Event) -> None:
+        if event.get("type") == "DeviceStateChanged":
+            self._spawn(self._registration(event["device_state"]))
+            return
         channel_id = channel_of(event)
         if channel_id is None:
             log.debug("event without a channel: %s", event.get("type"))
             return
-        self._enqueue(channel_id, event)
+        # An agent's leg belongs to its caller's call: one queue, events in order.
+        if event.get("type") == "StasisStart" and (event.get("args") or [""])[0] == "agent":
+            # An agent's leg answered: it belongs to the caller named in its arguments.
+            self.legs.setdefault(channel_id, str(event["args"][1]))
+        self._enqueue(self.legs.get(channel_id, channel_id), event)
+
+    def _spawn(self, job: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(job)
+        self._workers.add(task)
+        task.add_done_callback(self._workers.discard)
+
+    # --- Agents and the match -----------------------------------------------------------------
+
+    def watch_leg(self, leg: str, caller: str) -> None:
+        self.legs[leg] = caller
+
+    def forget_leg(self, leg: str) -> None:
+        self.legs.pop(leg, None)
+
+    async def _registration(self, device: Event) -> None:
+        """An agent's device state: UNAVAILABLE while their softphone is not registered."""
+        agent = str(device.get("name", "")).removeprefix("PJSIP/")
+        online = device.get("state") not in ("UNAVAILABLE", "INVALID", "UNKNOWN")
+        live = await self.acd.agent(agent)
+        if not live or (live.get("registered") == "1") == online:
+            return  # not an agent, or nothing changed (a call only made the phone busy)
+        await self.acd.set_registered(agent, online)
+        log.info("agent %s: softphone %s", agent, "registered" if online else "not registered")
+        self.dispatch()
+
+    def dispatch(self) -> None:
+        """Match waiting callers with free agents, now; one run at a time per controller."""
+        if self._dispatching is not None and not self._dispatching.done():
+            self._dispatch_again = True
+            return
+        self._dispatching = asyncio.create_task(self._dispatch())
+
+    async def _dispatch(self) -> None:
+        try:
+            while True:
+                self._dispatch_again = False
+                assignment = await self.acd.match()
+                if assignment is None:
+                    if not self._dispatch_again:
+                        return
+                    continue
+                if assignment.call_id not in self.calls:
+                    # Not a call of this controller: put both back for the one that owns it.
+                    log.warning("match for unknown call %s: released", assignment.call_id)
+                    await self.acd.requeue(assignment.call_id)
+                    await self.acd.release(assignment.agent_id)
+                    return
+                log.info("call %s: agent %s (queue %s, level %d)", assignment.call_id,
+                         assignment.agent_id, assignment.queue, assignment.level)
+                self._enqueue(assignment.call_id, {
+                    "type": AGENT_ASSIGNED, "agent": assignment.agent_id,
+                    "channel": {"id": assignment.call_id}})
+        except Exception:
+            log.exception("dispatch failed")
+
+    def start_wrap_up(self, agent: str) -> None:
+        async def wrap_up_over() -> None:
+            await asyncio.sleep(self.settings.wrap_up_seconds)
+            if await self.acd.ready(agent):  # not if they paused or logged out meanwhile
+                log.info("agent %s: wrap-up over, available", agent)
+                self.dispatch()
+
+        self._spawn(wrap_up_over())
+
+    async def _tick(self) -> None:
+        """Every second: waits grow, so the search widens; try the match again."""
+        while True:
+            await asyncio.sleep(1.0)
+            self.dispatch()
 
     def _enqueue(self, channel_id: str, event: Event) -> None:
         queue = self._queues.get(channel_id)
@@ -138,7 +228,10 @@ class Controller:
             channel["id"]: channel
             for channel in channels
             if channel.get("dialplan", {}).get("app_name") == "Stasis"
-            and str(channel["dialplan"].get("app_data", "")).split(",")[0] == self.settings.ari_app
+            and str(channel["dialplan"].get("app_data", "")).split(",")[:2][0]
+            == self.settings.ari_app
+            and not str(channel["dialplan"].get("app_data", "")).startswith(
+                f"{self.settings.ari_app},agent,")  # agents' legs come back with their callers
         }
         known = await self.store.channel_ids()
         for channel_id, channel in in_stasis.items():
@@ -147,6 +240,8 @@ class Controller:
         for channel_id in known - in_stasis.keys():
             self._enqueue(channel_id, {"type": VANISHED, "channel": {"id": channel_id}})
         orphans = await self._destroy_orphan_bridges()
+        agents = await self.agents.sync()
+        log.info("%d agents in Asterisk and Redis", agents)
         log.info("recovered: %d calls in Stasis, %d ended while away, %d empty bridges removed",
                  len(in_stasis), len(known - in_stasis.keys()), orphans)
 
@@ -189,7 +284,11 @@ class Controller:
     # --- Running ------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        await self.events.run()
+        ticker = asyncio.create_task(self._tick())
+        try:
+            await self.events.run()
+        finally:
+            ticker.cancel()
 
 
 async def run_controller(settings: Settings) -> None:
@@ -201,7 +300,9 @@ async def run_controller(settings: Settings) -> None:
     dialplans = DialplanVersions(sessions, redis)
     ari = AriClient(settings.ari_base_url, settings.ari_user, settings.ari_secret(),
                     timeout=settings.ari_timeout)
-    controller = Controller(settings, redis, ari, CallRecords(sessions), dialplans)
+    acd = acd_for(settings, redis)
+    controller = Controller(settings, redis, ari, CallRecords(sessions), dialplans,
+                            Agents(sessions, ari, acd, settings.ari_app), acd)
     log.info("controller for node %s: ARI %s, app %r", settings.node_id,
              settings.ari_base_url, settings.ari_app)
 

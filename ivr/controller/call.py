@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
+from ivr.acd.core import Acd
 from ivr.ari import AriClient, AriError, Event
 from ivr.controller.records import CallRecords
 from ivr.controller.state import CallState, check_move
@@ -31,6 +32,7 @@ from ivr.dialplan.model import AGENT, BACK, Action, Dialplan, LineKind, Menu
 from ivr.dialplan.schedule import entry, line_mode
 from ivr.dialplan.versions import DialplanVersions
 from ivr.models import CallOutcome
+from ivr.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,9 @@ WAITING = "waiting"  # the prompt ended: waiting for a digit until the menu's ti
 INFO = "info"  # an information message: a digit interrupts it and counts for the menu
 CONNECTING = "connecting"  # "connecting you to an agent", then the queue
 GOODBYE = "goodbye"
+HOLDING = "holding"  # music on hold while waiting for an agent
+
+AGENT_ASSIGNED = "AgentAssigned"  # a synthetic event: the match gave this caller an agent
 
 MENU_TIMEOUT = "MenuTimeout"  # a synthetic event: the caller pressed nothing in time
 
@@ -51,13 +56,19 @@ Timer = Callable[[str, float, Event], None]
 
 @dataclass
 class CallServices:
-    """What every call uses: Asterisk, live state, records, dialplans, timers."""
+    """What every call uses: Asterisk, live state, records, dialplans, queues, timers."""
 
+    settings: Settings
     ari: AriClient
     store: CallStore
     records: CallRecords
     dialplans: DialplanVersions
+    acd: Acd
     start_timer: Timer  # (channel id, seconds, event): the event comes back in order
+    dispatch: Callable[[], None]  # look for free agents for the waiting callers now
+    watch_leg: Callable[[str, str], None]  # (agent leg, caller): route the leg's events here
+    forget_leg: Callable[[str], None]
+    start_wrap_up: Callable[[str], None]  # the agent's wrap-up time begins
 
 
 def _now() -> datetime:
@@ -145,6 +156,11 @@ class Call:
 
     async def handle(self, event: Event) -> None:
         kind = event["type"]
+        leg = event.get("channel", {}).get("id")
+        if leg and leg != self.channel_id:
+            if leg == self.data.agent_channel:
+                await self._agent_leg(event)
+            return  # an older agent leg, already dealt with
         if kind == "StasisEnd":
             await self._finish()
             return
@@ -178,8 +194,7 @@ class Call:
             else:
                 await self._run(then)
         elif step == CONNECTING:
-            # Until skill queues exist, reaching the queue is where the call's service ends.
-            await self._end(CallOutcome.QUEUED)
+            await self._hold()
         elif step == GOODBYE:
             await self._end(CallOutcome.COMPLETED)
 
@@ -188,6 +203,8 @@ class Call:
         if not digit:
             return
         step = self.data.step
+        log.info("call %s: digit %s (%s ms, %s) in %s/%s", self.channel_id, digit,
+                 event.get("duration_ms"), event.get("timestamp"), self.data.menu or "-", step)
         if step in (EMERGENCY, INTRO):
             self.data.digits += digit  # typed ahead: kept for the menu that follows
             await self._save()
@@ -262,17 +279,128 @@ class Call:
                 self.data.language = action.language
             await self._enter_menu(action.menu)
         elif action.queue is not None or action.bot is not None:
-            # The callbot and the skill queues come in later capabilities; both end here for now.
+            # The callbot is a later capability: until then its topic's agents take the call.
             topic = action.queue or action.bot or "general"
             self.data.path.append(f"{action.kind}:{topic}")
-            self.data.queue = f"{topic}:{self.data.language}"
-            await self._move(CallState.QUEUED)
-            await self._play(CONNECTING, ["connecting_agent"])
+            await self._enqueue(topic)
         elif action.info is not None:
             self.data.pending = action.then.model_dump_json() if action.then else ""
             await self._play(INFO, list(action.info))
         elif action.hangup:
             await self._play(GOODBYE, ["goodbye"])
+
+    # --- Queues and agents --------------------------------------------------------------------
+
+    async def _enqueue(self, topic: str) -> None:
+        self.data.queue = f"{topic}:{self.data.language}"
+        self.data.queued_at = _now().isoformat()
+        await self._move(CallState.QUEUED)
+        # In line from the moment of the choice: "connecting you" plays while agents are sought.
+        await self.services.acd.enqueue(self.channel_id, topic, self.data.language)
+        await self._timeline("queued", detail=self.data.queue)
+        await self._play(CONNECTING, ["connecting_agent"])
+        self.services.dispatch()
+
+    async def _hold(self) -> None:
+        self.data.step = HOLDING
+        await self._save()
+        await self.ari.request("POST", f"/channels/{self.channel_id}/moh",
+                               params={"mohClass": self.services.settings.moh_class})
+
+    async def _assigned(self, event: Event) -> None:
+        """The match reserved an agent for this caller: ring the agent's phone."""
+        agent = str(event["agent"])
+        self.data.agent = agent
+        self.data.agent_channel = f"agent-{uuid.uuid4().hex}"
+        await self._move(CallState.OFFERED)
+        self.services.watch_leg(self.data.agent_channel, self.channel_id)
+        await self._timeline("offered", agent)
+        settings = self.services.settings
+        try:
+            await self.ari.request("POST", "/channels", params={
+                "endpoint": f"PJSIP/{agent}", "app": settings.ari_app,
+                "appArgs": f"agent,{self.channel_id}", "channelId": self.data.agent_channel,
+                "callerId": self.data.caller, "timeout": settings.ring_seconds})
+        except AriError as exc:  # the phone cannot be reached at all: as if it rang out
+            log.warning("call %s: agent %s not reachable: %s", self.channel_id, agent, exc)
+            await self._agent_missed()
+
+    async def _agent_leg(self, event: Event) -> None:
+        kind = event["type"]
+        state = self.data.state
+        if kind == "StasisStart" and state == CallState.OFFERED:
+            await self._agent_answered()
+        elif kind in ("ChannelDestroyed", "StasisEnd") and state == CallState.OFFERED:
+            await self._agent_missed()
+        elif kind in ("ChannelDestroyed", "StasisEnd") and state == CallState.TALKING:
+            # The agent hung up: the consultation is over for the caller too.
+            self._leg_gone()
+            await self._end(CallOutcome.ANSWERED)
+
+    async def _agent_answered(self) -> None:
+        await self._stop_prompt()  # "connecting you" may still be playing
+        bridge = await self.ari.create_bridge(f"ivr:{self.channel_id}")
+        self.data.bridge_id = str(bridge["id"])
+        await self.ari.request("POST", f"/bridges/{self.data.bridge_id}/addChannel",
+                               params={"channel": f"{self.channel_id},{self.data.agent_channel}"})
+        try:
+            await self.ari.request("DELETE", f"/channels/{self.channel_id}/moh")
+        except AriError as exc:
+            if not exc.not_found:
+                raise
+        await self.services.acd.answered(self.data.agent, self.channel_id)
+        await self.services.acd.leave(self.channel_id)
+        self.data.talk_started_at = _now().isoformat()
+        self.data.path.append(f"agent:{self.data.agent}")
+        await self._move(CallState.TALKING)
+        await self._timeline("answered", self.data.agent)
+
+    async def _agent_missed(self) -> None:
+        """The agent's phone rang out (or could not ring): next agent, same place in line."""
+        agent = self.data.agent
+        self._leg_gone()
+        self.data.agent = ""
+        acd = self.services.acd
+        await acd.requeue(self.channel_id)
+        paused = await acd.missed(agent, self.channel_id, self.services.settings.missed_calls_pause)
+        await self._timeline("no_answer", agent, "agent paused" if paused else "")
+        await self._move(CallState.QUEUED)
+        self.services.dispatch()
+
+    def _leg_gone(self) -> None:
+        self.services.forget_leg(self.data.agent_channel)
+        self.data.agent_channel = ""
+
+    async def _leave_queue_or_agent(self) -> None:
+        """The caller hung up: whatever they waited for, or talked with, is set free."""
+        acd = self.services.acd
+        state = self.data.state
+        if state in (CallState.QUEUED, CallState.OFFERED):
+            await acd.leave(self.channel_id)
+            self.data.outcome = self.data.outcome or CallOutcome.ABANDONED
+            await self._timeline("abandoned", self.data.agent)
+        if self.data.agent_channel:
+            try:
+                await self.ari.hangup(self.data.agent_channel)
+            except AriError as exc:
+                if not exc.not_found:
+                    raise
+            self._leg_gone()
+        if state == CallState.OFFERED and self.data.agent:
+            await acd.release(self.data.agent)
+        if self.data.talk_started_at and self.data.agent:
+            talk = (_now() - datetime.fromisoformat(self.data.talk_started_at)).total_seconds()
+            await acd.handled(self.data.queue, talk)
+            await acd.wrap_up(self.data.agent, self.channel_id)
+            self.services.start_wrap_up(self.data.agent)
+            self.data.outcome = self.data.outcome or CallOutcome.ANSWERED
+            await self._timeline("wrap_up", self.data.agent)
+        if self.data.bridge_id:
+            try:
+                await self.ari.destroy_bridge(self.data.bridge_id)
+            except AriError as exc:
+                if not exc.not_found:
+                    raise
 
     # --- After a controller restart -----------------------------------------------------------
 
@@ -280,6 +408,10 @@ class Call:
         """Carry on with a call whose events were missed while no controller listened."""
         log.info("call %s resumed in state %s, step %s", self.channel_id, self.data.state,
                  self.data.step)
+        if self.data.agent_channel:
+            self.services.watch_leg(self.data.agent_channel, self.channel_id)
+        if self.data.state == CallState.QUEUED:
+            self.services.dispatch()
         if self.data.playback_id:
             try:
                 await self.ari.playback(self.data.playback_id)
@@ -333,6 +465,10 @@ class Call:
     async def _finish(self) -> None:
         if self.data.state == CallState.ENDED:
             return
+        try:
+            await self._leave_queue_or_agent()
+        except (AriError, RedisError) as exc:
+            log.error("call %s: queue or agent not released: %s", self.channel_id, exc)
         if not self.data.outcome:
             self.data.outcome = CallOutcome.CALLER_HUNG_UP
         await self._move(CallState.ENDED)
@@ -364,6 +500,12 @@ class Call:
             # The call goes on from memory; the next save writes everything again.
             log.warning("call %s: live state not saved: %s", self.channel_id, exc)
 
+    async def _timeline(self, kind: str, agent: str = "", detail: str = "") -> None:
+        try:
+            await self.services.records.event(self.data, kind, agent, detail)
+        except SQLAlchemyError as exc:
+            log.error("call %s: timeline not written (%s): %s", self.channel_id, kind, exc)
+
     async def _record(self, what: str) -> None:
         records = self.services.records
         write = {"started": records.started, "answered": records.answered,
@@ -381,5 +523,6 @@ HANDLERS: dict[CallState, dict[str, Handler]] = {
         "ChannelDtmfReceived": Call._digit,
         MENU_TIMEOUT: Call._timeout,
     },
-    CallState.QUEUED: {"PlaybackFinished": Call._prompt_finished},
+    CallState.QUEUED: {"PlaybackFinished": Call._prompt_finished, AGENT_ASSIGNED: Call._assigned},
+    CallState.OFFERED: {"PlaybackFinished": Call._prompt_finished},
 }

@@ -9,7 +9,7 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ivr.controller.store import CallData
-from ivr.models import CallRecord
+from ivr.models import CallEvent, CallRecord
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,9 @@ class CallRecords:
         await self._update(call.record_id, answered_at=at)
 
     async def ended(self, call: CallData, at: datetime) -> None:
+        queued_at = datetime.fromisoformat(call.queued_at) if call.queued_at else None
+        waited_until = (datetime.fromisoformat(call.talk_started_at) if call.talk_started_at
+                        else at)
         await self._update(
             call.record_id,
             ended_at=at,
@@ -47,7 +50,17 @@ class CallRecords:
             path=list(call.path),
             language=call.language,
             queue=call.queue or None,
+            agent=call.agent or None,
+            queued_at=queued_at,
+            wait_seconds=round((waited_until - queued_at).total_seconds(), 2)
+            if queued_at else None,
         )
+
+    async def event(self, call: CallData, kind: str, agent: str = "", detail: str = "") -> None:
+        """One step of the call's timeline (queue entry, offer, answer, no answer...)."""
+        async with self._sessions() as session, session.begin():
+            session.add(CallEvent(call_id=call.record_id, kind=kind, agent=agent or None,
+                                  detail=detail))
 
     async def _update(self, record_id: str, **values: object) -> None:
         async with self._sessions() as session, session.begin():

@@ -42,6 +42,11 @@ class CallData:
     timer_token: int = 0  # only the newest digit timer counts
     pending: str = ""  # the action after an information message (JSON)
     queue: str = ""  # topic:language of the queue the call reached
+    queued_at: str = ""
+    agent: str = ""  # the agent offered or talking
+    agent_channel: str = ""  # the agent's leg of the call
+    bridge_id: str = ""
+    talk_started_at: str = ""
     started_at: str = ""
     answered_at: str = ""
     outcome: str = ""

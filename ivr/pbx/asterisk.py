@@ -59,6 +59,7 @@ def template_values(settings: Settings) -> dict[str, str]:
         "trunk_match_lines": "\n".join(f"match = {item}" for item in matches),
         "rtp_start": str(settings.rtp_start),
         "rtp_end": str(settings.rtp_end),
+        "moh_dir": str(settings.data_path / "moh"),
     }
 
 
@@ -80,9 +81,22 @@ def render_config(settings: Settings) -> Path:
     for template in sorted(TEMPLATES.glob("*.conf")):
         target = dirs["etc"] / template.name
         target.write_text(render_template(template.read_text(), values, template.name))
+    _music_on_hold(settings.data_path / "moh")
     # ari.conf holds the ARI password: readable by its owner only.
     (dirs["etc"] / "ari.conf").chmod(0o600)
     return config_file(settings)
+
+
+def _music_on_hold(folder: Path) -> None:
+    """A calm tune made with sox, until an admin puts the center's own music in moh/."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if any(folder.glob("*.wav")):
+        return
+    subprocess.run(
+        ["sox", "-n", "-r", "8000", "-c", "1", "-b", "16", str(folder / "hold.wav"),
+         "synth", "0.6", "sine", "523", "sine", "659", "sine", "784", "sine", "659",
+         "fade", "0.05", "0.6", "0.1", "repeat", "24", "vol", "0.3"],
+        check=True, capture_output=True)
 
 
 # --- The root folder (chroot) -------------------------------------------------------------------

@@ -1,0 +1,129 @@
+"""Agents' accounts: the record in SQL, the SIP account in Asterisk, the profile in Redis.
+
+Creating an agent makes their PJSIP endpoint, auth and AOR through ARI's dynamic configuration
+(kept in Asterisk's database, see asterisk/templates/sorcery.conf): no Asterisk file is edited
+and nothing restarts. ``sync`` puts every agent of SQL back into Asterisk and Redis, at each
+start of the controller, so SQL stays the one record of who the agents are.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from ivr.acd.core import Acd, AgentProfile
+from ivr.ari import AriClient, AriError
+from ivr.models import Agent
+
+log = logging.getLogger(__name__)
+
+REALM = "asterisk"  # PJSIP's default realm, which softphones are challenged with
+USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,62}$")
+AGENT_CONTEXT = "agents"  # what an agent's phone dials lands here (transfers: later)
+
+
+class AgentError(Exception):
+    """An agent that cannot be made or found, with the reason."""
+
+
+@dataclass(frozen=True)
+class NewAgent:
+    username: str
+    sip_password: str  # shown once
+
+
+def sip_digest(username: str, password: str) -> str:
+    # MD5 is what SIP digest authentication itself uses (RFC 2617); no other hash fits here.
+    return hashlib.md5(f"{username}:{REALM}:{password}".encode()).hexdigest()
+
+
+def _fields(values: dict[str, str]) -> dict[str, list[dict[str, str]]]:
+    return {"fields": [{"attribute": key, "value": value} for key, value in values.items()]}
+
+
+class Agents:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], ari: AriClient,
+                 acd: Acd, app: str) -> None:
+        self._sessions = sessions
+        self._ari = ari
+        self._acd = acd
+        self._app = app
+
+    async def create(self, username: str, name: str, skills: dict[str, int],
+                     languages: list[str]) -> NewAgent:
+        if not USERNAME.match(username):
+            raise AgentError(f"user name {username!r}: lower-case letters, digits, . _ - "
+                             "(2-63 characters)")
+        profile = AgentProfile(username, name, skills, languages)  # checks proficiencies
+        if not languages:
+            raise AgentError("an agent speaks at least one language")
+        password = secrets.token_urlsafe(18)
+        agent = Agent(username=username, name=name, skills=skills, languages=languages,
+                      sip_digest=sip_digest(username, password))
+        async with self._sessions() as session, session.begin():
+            if await session.get(Agent, username) is not None:
+                raise AgentError(f"agent {username!r} exists already")
+            session.add(agent)
+        await self._provision(agent)
+        await self._acd.save_agent(profile)
+        await self._watch_registration(username)
+        log.info("agent %s created (%s)", username, ", ".join(
+            f"{topic} {level}" for topic, level in skills.items()))
+        return NewAgent(username, password)
+
+    async def remove(self, username: str) -> None:
+        async with self._sessions() as session, session.begin():
+            agent = await session.get(Agent, username)
+            if agent is None:
+                raise AgentError(f"no agent {username!r}")
+            await session.delete(agent)
+        for object_type in ("endpoint", "aor", "auth"):
+            try:
+                await self._ari.request(
+                    "DELETE", f"/asterisk/config/dynamic/res_pjsip/{object_type}/{username}")
+            except AriError as exc:
+                if not exc.not_found:
+                    raise
+        await self._acd.remove_agent(username)
+        log.info("agent %s removed", username)
+
+    async def list(self) -> list[Agent]:
+        async with self._sessions() as session:
+            return list(await session.scalars(select(Agent).order_by(Agent.username)))
+
+    async def sync(self) -> int:
+        """Every agent of SQL into Asterisk and Redis, with their registration state."""
+        agents = await self.list()
+        for agent in agents:
+            await self._provision(agent)
+            await self._acd.save_agent(
+                AgentProfile(agent.username, agent.name, agent.skills, agent.languages))
+            endpoint = await self._ari.request("GET", f"/endpoints/PJSIP/{agent.username}")
+            await self._acd.set_registered(agent.username, endpoint.get("state") == "online")
+            await self._watch_registration(agent.username)
+        return len(agents)
+
+    async def _watch_registration(self, username: str) -> None:
+        """The controller hears DeviceStateChanged when the agent's softphone comes and goes."""
+        await self._ari.request("POST", f"/applications/{self._app}/subscription",
+                                params={"eventSource": f"deviceState:PJSIP/{username}"})
+
+    async def _provision(self, agent: Agent) -> None:
+        base = "/asterisk/config/dynamic/res_pjsip"
+        name = agent.username
+        await self._ari.request("PUT", f"{base}/auth/{name}", body=_fields({
+            "auth_type": "digest", "username": name, "realm": REALM,
+            "password_digest": f"MD5:{agent.sip_digest}"}))
+        await self._ari.request("PUT", f"{base}/aor/{name}", body=_fields({
+            "max_contacts": "1", "remove_existing": "yes", "qualify_frequency": "0"}))
+        await self._ari.request("PUT", f"{base}/endpoint/{name}", body=_fields({
+            "transport": "transport-udp", "context": AGENT_CONTEXT, "disallow": "all",
+            "allow": "alaw,ulaw", "auth": name, "aors": name, "direct_media": "no",
+            "rtp_symmetric": "yes", "force_rport": "yes", "rewrite_contact": "yes",
+            "dtmf_mode": "rfc4733", "callerid": f"{agent.name} <{name}>"}))
