@@ -15,13 +15,14 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def aware(moment: datetime) -> datetime:
+    """SQLite gives back naive datetimes: they were stored in UTC."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
 def as_utc(moment: datetime | None) -> str | None:
-    """ISO 8601 with its zone. SQLite gives back naive datetimes: they were stored in UTC."""
-    if moment is None:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.isoformat()
+    """ISO 8601 with its zone."""
+    return None if moment is None else aware(moment).isoformat()
 
 
 def new_id() -> str:
@@ -99,9 +100,9 @@ class CallOutcome(StrEnum):
     COMPLETED = "completed"  # the server finished the call's service and hung up
     CALLER_HUNG_UP = "caller_hung_up"
     NOT_IN_SERVICE = "not_in_service"
-    QUEUED = "queued"  # reached an agent queue and is still waiting (the server ended it)
     ANSWERED = "answered"  # talked with an agent
     ABANDONED = "abandoned"  # hung up while waiting in a queue
+    NO_AGENTS = "no_agents"  # reached a queue that no logged-in agent could serve
     FAILED = "failed"  # the server could not serve the call (an error, reported in the log)
     UNOBSERVED_END = "unobserved_end"  # ended while no controller was listening
 

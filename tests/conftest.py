@@ -44,6 +44,10 @@ TEST_ENV = {
     "IVR_RTP_START": str(31000 + _OFFSET * 10),
     "IVR_RTP_END": str(31999 + _OFFSET * 10),
     "IVR_LOG_LEVEL": "INFO",
+    # Short rings and wrap-ups keep the queue tests quick.
+    "IVR_RING_SECONDS": "4",
+    "IVR_WRAP_UP_SECONDS": "3",
+    "IVR_MISSED_CALLS_PAUSE": "1",
 }
 
 

@@ -23,7 +23,7 @@ async def test_call_to_120_is_answered_greeted_and_recorded(
     record = await call_record(api, caller)
     assert record["did"] == "120"
     assert record["line"] == "main"
-    assert record["outcome"] == "queued"
+    assert record["outcome"] == "no_agents"
     assert record["path"] == ["main:4", "queue:welfare"]
     assert record["answered_at"] and record["ended_at"]
     assert record["started_at"] <= record["answered_at"] <= record["ended_at"]

@@ -27,7 +27,7 @@ async def choose_welfare(server: Server, api: httpx.AsyncClient, call: SippCall,
     assert result.ok, result.errors or result.output
     record = await call_record(api, caller)
     assert record["path"] == ["main:4", "queue:welfare"]
-    assert record["outcome"] == "queued"
+    assert record["outcome"] == "no_agents"
 
 
 async def new_controller(server: Server, old_pid: int) -> None:

@@ -38,10 +38,26 @@ if new ~= old then
   if new == 'available' then redis.call('HSET', key, 'idle_since_ms', now) end
 end
 
+-- Who is logged in for a skill (in any state but logged out): a caller of a skill nobody
+-- staffs is told at once rather than left waiting.
+local skills = cjson.decode(redis.call('HGET', key, 'skills') or '{}')
+local languages = cjson.decode(redis.call('HGET', key, 'languages') or '[]')
+for _, staffed in ipairs(redis.call('SMEMBERS', key .. ':staffed')) do
+  redis.call('SREM', staffed, agent)
+end
+redis.call('DEL', key .. ':staffed')
+if new ~= 'logged_out' then
+  for _, language in ipairs(languages) do
+    for topic, _ in pairs(skills) do
+      local staffed = 'ivr:acd:staffed:' .. topic .. ':' .. language
+      redis.call('SADD', staffed, agent)
+      redis.call('SADD', key .. ':staffed', staffed)
+    end
+  end
+end
+
 if new == 'available' and redis.call('HGET', key, 'registered') == '1' then
   local idle = tonumber(redis.call('HGET', key, 'idle_since_ms') or now)
-  local skills = cjson.decode(redis.call('HGET', key, 'skills') or '{}')
-  local languages = cjson.decode(redis.call('HGET', key, 'languages') or '[]')
   for _, language in ipairs(languages) do
     for topic, proficiency in pairs(skills) do
       local index = 'ivr:acd:free:' .. topic .. ':' .. language

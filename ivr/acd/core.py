@@ -119,7 +119,8 @@ class Acd:
 
     async def remove_agent(self, agent_id: str) -> None:
         await self._change(agent_id, AgentState.LOGGED_OUT, "*")
-        await self.redis.delete(agent_key(agent_id), f"{agent_key(agent_id)}:indexes")
+        await self.redis.delete(agent_key(agent_id), f"{agent_key(agent_id)}:indexes",
+                                f"{agent_key(agent_id)}:staffed")
         await self.redis.srem(f"{PREFIX}:agents", agent_id)
 
     async def agent(self, agent_id: str) -> dict[str, str]:
@@ -221,6 +222,10 @@ class Acd:
             return 0
         rank = cast(int | None, await self.redis.zrank(queue_key(str(queue)), call_id))
         return 0 if rank is None else rank + 1
+
+    async def staffed(self, topic: str, language: str) -> int:
+        """Agents logged in (in any state) who could take a caller of this skill."""
+        return await self.redis.scard(f"{PREFIX}:staffed:{queue_name(topic, language)}")
 
     async def waiting(self, queue: str) -> int:
         return await self.redis.zcard(queue_key(queue))

@@ -46,6 +46,7 @@ INFO = "info"  # an information message: a digit interrupts it and counts for th
 CONNECTING = "connecting"  # "connecting you to an agent", then the queue
 GOODBYE = "goodbye"
 HOLDING = "holding"  # music on hold while waiting for an agent
+NO_AGENTS = "no_agents"  # nobody with the skill is logged in: said, then the call ends
 
 AGENT_ASSIGNED = "AgentAssigned"  # a synthetic event: the match gave this caller an agent
 
@@ -197,6 +198,8 @@ class Call:
             await self._hold()
         elif step == GOODBYE:
             await self._end(CallOutcome.COMPLETED)
+        elif step == NO_AGENTS:
+            await self._end(CallOutcome.NO_AGENTS)
 
     async def _digit(self, event: Event) -> None:
         digit = str(event.get("digit", ""))
@@ -295,6 +298,11 @@ class Call:
         self.data.queue = f"{topic}:{self.data.language}"
         self.data.queued_at = _now().isoformat()
         await self._move(CallState.QUEUED)
+        if not await self.services.acd.staffed(topic, self.data.language):
+            # Nobody could ever answer: say so now (a callback will be offered here later).
+            await self._timeline("no_agents", detail=self.data.queue)
+            await self._play(NO_AGENTS, ["no_agents"])
+            return
         # In line from the moment of the choice: "connecting you" plays while agents are sought.
         await self.services.acd.enqueue(self.channel_id, topic, self.data.language)
         await self._timeline("queued", detail=self.data.queue)

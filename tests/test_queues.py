@@ -1,0 +1,160 @@
+"""Skill queues with real agents: baresip softphones registered to agents' SIP accounts, SIPp
+callers choosing topics by SIP INFO. Each test makes its own agents and removes them."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import httpx
+import pytest
+
+from ivr.acd.core import Acd
+from ivr.redis_client import connect_redis
+from tests.conftest import Server, call_record, caller_number, run_ivr, wait_for
+from tests.support.scenario import Press, info_caller
+from tests.support.sip import SippCall
+from tests.support.softphone import Softphone
+
+
+@dataclass
+class Team:
+    """The agents of one test: made with `ivr agent add`, removed afterwards."""
+
+    server: Server
+    acd: Acd
+    phones: list[Softphone] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)
+
+    async def agent(self, name: str, skills: str, languages: str = "ko", answer: bool = True,
+                    softphone: bool = True, log_in: bool = True) -> str:
+        username = f"t-{name}-{caller_number()[-4:]}"
+        made = run_ivr("agent", "add", username, "--skills", skills, "--languages", languages)
+        assert made.returncode == 0, made.stdout + made.stderr
+        self.names.append(username)
+        password = re.search(r"shown once\): (\S+)", made.stdout)
+        assert password, made.stdout
+        if softphone:
+            phone = Softphone(self.server.workdir, username, password.group(1),
+                              self.server.sip_target, answer).start()
+            self.phones.append(phone)
+            await phone.registered()
+
+            async def seen() -> bool:
+                return (await self.acd.agent(username)).get("registered") == "1"
+
+            await wait_for(seen, 15, what=f"{username}'s registration at the controller")
+        if log_in:
+            state = run_ivr("agent", "state", username, "available")
+            assert state.returncode == 0, state.stdout
+        return username
+
+    async def state(self, username: str) -> dict[str, str]:
+        return await self.acd.agent(username)
+
+
+@pytest.fixture
+async def team(server: Server) -> AsyncIterator[Team]:
+    redis = connect_redis(server.settings)
+    team = Team(server, Acd(redis))
+    yield team
+    for phone in team.phones:
+        phone.stop()
+    for username in team.names:
+        run_ivr("agent", "remove", username)
+    await redis.aclose()
+
+
+async def call_in(server: Server, number: str, presses: list[Press],
+                  talk: float) -> tuple[str, SippCall]:
+    """A caller who presses keys, then stays ``talk`` seconds and hangs up."""
+    caller = caller_number()
+    scenario = info_caller(server.workdir, f"queue-{caller}", presses, hang_up_after=talk)
+    call = await SippCall(scenario, number, server.sip_target, server.workdir, caller).start()
+    return caller, call
+
+
+async def timeline(api: httpx.AsyncClient, record: dict[str, Any]) -> list[tuple[str, str]]:
+    response = await api.get(f"/api/calls/{record['id']}")
+    response.raise_for_status()
+    return [(event["kind"], event["agent"] or "") for event in response.json()["events"]]
+
+
+async def test_english_caller_reaches_the_english_speaker(
+        server: Server, api: httpx.AsyncClient, team: Team) -> None:
+    korean = await team.agent("kim", "water=5", "ko")  # idle longest, most proficient
+    english = await team.agent("smith", "water=3", "ko,en")
+    caller, call = await call_in(server, "120", [Press("9", 2.0), Press("1", 1.5),
+                                                 Press("2", 1.5)], talk=8)
+    result = await call.finished()
+    assert result.ok, result.errors or result.output
+    record = await call_record(api, caller)
+    assert (record["queue"], record["agent"], record["outcome"]) == ("water:en", english,
+                                                                      "answered")
+    assert record["wait_seconds"] is not None and record["wait_seconds"] >= 0
+    assert ("answered", english) in await timeline(api, record)
+    assert korean not in {agent for _, agent in await timeline(api, record)}
+
+
+async def test_water_caller_reaches_the_more_proficient_agent(
+        server: Server, api: httpx.AsyncClient, team: Team) -> None:
+    await team.agent("lee", "water=3")  # idle longer
+    best = await team.agent("park", "water=5")
+    caller, call = await call_in(server, "121", [Press("1", 2.0)], talk=6)
+    assert (await call.finished()).ok
+    record = await call_record(api, caller)
+    assert (record["agent"], record["outcome"]) == (best, "answered")
+    # After the call, the agent has their wrap-up time, then is available again.
+    assert (await team.state(best))["state"] in ("wrap_up", "available")
+
+    async def available_again() -> bool:
+        return (await team.state(best))["state"] == "available"
+
+    await wait_for(available_again, 15, what="the end of wrap-up")
+
+
+async def test_ring_no_answer_goes_to_the_next_agent(
+        server: Server, api: httpx.AsyncClient, team: Team) -> None:
+    slow = await team.agent("slow", "traffic=5", answer=False)  # rings, never answers
+    quick = await team.agent("quick", "traffic=4")
+    caller, call = await call_in(server, "120", [Press("1", 2.0), Press("2", 1.5)], talk=14)
+    assert (await call.finished()).ok
+    record = await call_record(api, caller)
+    assert (record["agent"], record["outcome"]) == (quick, "answered")
+    steps = await timeline(api, record)
+    assert steps[:5] == [("queued", ""), ("offered", slow), ("no_answer", slow),
+                         ("offered", quick), ("answered", quick)]
+    missed = await team.state(slow)
+    assert (missed["state"], missed["pause_reason"]) == ("paused", "missed calls")
+
+
+async def test_paused_and_unregistered_agents_are_never_offered(
+        server: Server, api: httpx.AsyncClient, team: Team) -> None:
+    paused = await team.agent("paused", "welfare=5")
+    assert run_ivr("agent", "state", paused, "paused", "--reason", "training").returncode == 0
+    offline = await team.agent("offline", "welfare=5", softphone=False)  # no phone registered
+    assert (await team.state(offline))["state"] == "available"
+    caller, call = await call_in(server, "120", [Press("4", 2.0)], talk=6)
+    assert (await call.finished()).ok
+    record = await call_record(api, caller)
+    assert record["outcome"] == "abandoned"
+    assert record["agent"] is None
+    assert await timeline(api, record) == [("queued", ""), ("abandoned", "")]
+
+
+async def test_wrap_up_is_respected(server: Server, api: httpx.AsyncClient, team: Team) -> None:
+    agent = await team.agent("solo", "culture=4")
+    first_caller, first = await call_in(server, "120", [Press("5", 2.0)], talk=5)
+    assert (await first.finished()).ok
+    ended = datetime.fromisoformat((await call_record(api, first_caller))["ended_at"])
+    second_caller, second = await call_in(server, "120", [Press("5", 0.5)], talk=10)
+    assert (await second.finished()).ok
+    record = await call_record(api, second_caller)
+    assert record["agent"] == agent
+    events = (await api.get(f"/api/calls/{record['id']}")).json()["events"]
+    offered = next(datetime.fromisoformat(e["at"]) for e in events if e["kind"] == "offered")
+    wrap_up = server.settings.wrap_up_seconds
+    assert (offered - ended).total_seconds() >= wrap_up * 0.9, (offered, ended)
