@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ ESPEAK_VOICES = {"ko": "ko", "en": "en-us", "vi": "vi", "zh": "cmn-latn-pinyin",
 GTTS_LANGUAGES = {"ko": "ko", "en": "en", "vi": "vi", "zh": "zh-CN", "ja": "ja"}
 SAMPLE_RATE = 8000
 OFFICE = "{office}"  # replaced by the name of the office whose number was dialled
+PLACEHOLDER = re.compile(r"\{(\w+)\}")  # {office} at publish; {position}, {minutes} in a call
 RECORDING_SUFFIXES = (".wav", ".mp3")
 
 
@@ -51,12 +53,28 @@ class Prompt:
         return self.voice or self.language
 
     @property
+    def placeholders(self) -> set[str]:
+        return set(PLACEHOLDER.findall(self.text + " " + self.speak))
+
+    @property
     def templated(self) -> bool:
-        return OFFICE in self.text or OFFICE in self.speak
+        """Names the dialled office: rendered once per DID when published."""
+        return "office" in self.placeholders
+
+    @property
+    def dynamic(self) -> bool:
+        """Says figures known only during a call (a position in line): rendered then."""
+        return bool(self.placeholders - {"office"})
+
+    def fill(self, **values: object) -> Prompt:
+        text, speak = self.text, self.speak
+        for name, value in values.items():
+            text = text.replace(f"{{{name}}}", str(value))
+            speak = speak.replace(f"{{{name}}}", str(value))
+        return Prompt(self.prompt_id, self.language, text, speak, self.voice)
 
     def for_office(self, name: str) -> Prompt:
-        return Prompt(self.prompt_id, self.language, self.text.replace(OFFICE, name),
-                      self.speak.replace(OFFICE, name), self.voice)
+        return self.fill(office=name)
 
 
 PromptTexts = dict[str, dict[str, Prompt]]  # prompt id -> language -> prompt
@@ -187,19 +205,29 @@ def voice_warnings(texts: PromptTexts, recordings_dir: Path, engine: str) -> lis
             and recording_for(recordings_dir, prompt_id, language) is None]
 
 
-def render_all(texts: PromptTexts, rendered_dir: Path, recordings_dir: Path, engine: str,
-               offices: dict[tuple[str, str], dict[str, str]]) -> tuple[dict[str, str], list[str]]:
-    """Render every prompt; returns the files by "id/lang" (or "id/lang/did") and warnings.
+@dataclass
+class Rendered:
+    files: dict[str, str]  # "id/lang" or "id/lang/did" -> audio path without extension
+    dynamic: dict[str, dict[str, str]]  # "id/lang" -> the prompt, rendered during calls
+    warnings: list[str]
 
-    ``offices`` maps (prompt id, language) of a templated prompt to {did: office name}.
-    """
+
+def render_all(texts: PromptTexts, rendered_dir: Path, recordings_dir: Path, engine: str,
+               offices: dict[tuple[str, str], dict[str, str]]) -> Rendered:
+    """Render every prompt (``offices``: for a greeting that names the office, the DIDs'
+    office names by (prompt id, language))."""
     files: dict[str, str] = {}
+    dynamic: dict[str, dict[str, str]] = {}
     warnings = voice_warnings(texts, recordings_dir, engine)
     rendered_before = _count(rendered_dir)
     for prompt_id, by_language in texts.items():
         for language, prompt in by_language.items():
             recording = recording_for(recordings_dir, prompt_id, language)
             if recording is None and not has_voice(prompt.voice_language, engine):
+                continue
+            if prompt.dynamic and recording is None:
+                dynamic[f"{prompt_id}/{language}"] = {
+                    "text": prompt.text, "speak": prompt.speak, "voice": prompt.voice}
                 continue
             try:
                 if prompt.templated and recording is None:
@@ -213,7 +241,7 @@ def render_all(texts: PromptTexts, rendered_dir: Path, recordings_dir: Path, eng
                 warnings.append(f"prompt {prompt_id!r} in {language} not rendered: {exc}")
     log.info("prompts: %d audio files, %d of them rendered now (%s)", len(files),
              _count(rendered_dir) - rendered_before, rendered_dir)
-    return files, warnings
+    return Rendered(files, dynamic, warnings)
 
 
 def _count(folder: Path) -> int:

@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     widen_any_agent_seconds: float = 60.0  # then any agent who speaks the caller's language
     min_proficiency: int = 3  # what a caller gets before the first widening
     moh_class: str = "default"
+    queue_announce_seconds: float = 30.0  # position and estimated wait, this often
+    default_handle_seconds: float = 180.0  # until handle times have been measured
 
     # API.
     api_host: str = "127.0.0.1"

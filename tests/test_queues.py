@@ -158,3 +158,16 @@ async def test_wrap_up_is_respected(server: Server, api: httpx.AsyncClient, team
     offered = next(datetime.fromisoformat(e["at"]) for e in events if e["kind"] == "offered")
     wrap_up = server.settings.wrap_up_seconds
     assert (offered - ended).total_seconds() >= wrap_up * 0.9, (offered, ended)
+
+
+async def test_waiting_caller_hears_position_and_estimated_wait(
+        server: Server, api: httpx.AsyncClient, team: Team) -> None:
+    busy = await team.agent("busy", "culture=4")  # logged in, so the caller waits...
+    assert run_ivr("agent", "state", busy, "paused", "--reason", "meeting").returncode == 0
+    caller, call = await call_in(server, "120", [Press("5", 2.0)], talk=14)  # ...and is told
+    assert (await call.finished()).ok
+    record = await call_record(api, caller)
+    assert record["outcome"] == "abandoned"
+    events = (await api.get(f"/api/calls/{record['id']}")).json()["events"]
+    positions = [e["detail"] for e in events if e["kind"] == "position"]
+    assert positions and positions[0].startswith("1, about "), events

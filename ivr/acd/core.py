@@ -223,6 +223,14 @@ class Acd:
         rank = cast(int | None, await self.redis.zrank(queue_key(str(queue)), call_id))
         return 0 if rank is None else rank + 1
 
+    async def estimated_wait(self, topic: str, language: str, position: int,
+                             default_handle: float) -> float:
+        """Seconds until a caller at ``position`` is answered, from recent handle times."""
+        recent = [float(v) for v in await self.redis.lrange(
+            f"{PREFIX}:handle:{queue_name(topic, language)}", 0, -1)]
+        handle = sum(recent) / len(recent) if recent else default_handle
+        return position * handle / max(1, await self.staffed(topic, language))
+
     async def staffed(self, topic: str, language: str) -> int:
         """Agents logged in (in any state) who could take a caller of this skill."""
         return await self.redis.scard(f"{PREFIX}:staffed:{queue_name(topic, language)}")

@@ -13,7 +13,9 @@ digit); everything is saved in Redis before it is done, so that a restart knows.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -32,6 +34,7 @@ from ivr.dialplan.model import AGENT, BACK, Action, Dialplan, LineKind, Menu
 from ivr.dialplan.schedule import entry, line_mode
 from ivr.dialplan.versions import DialplanVersions
 from ivr.models import CallOutcome
+from ivr.prompts import Prompt, render
 from ivr.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -48,7 +51,9 @@ GOODBYE = "goodbye"
 HOLDING = "holding"  # music on hold while waiting for an agent
 NO_AGENTS = "no_agents"  # nobody with the skill is logged in: said, then the call ends
 
+ANNOUNCE = "announce"  # position in line and estimated wait, between music
 AGENT_ASSIGNED = "AgentAssigned"  # a synthetic event: the match gave this caller an agent
+QUEUE_ANNOUNCE = "QueueAnnounce"  # a synthetic event: time to tell the caller their place
 
 MENU_TIMEOUT = "MenuTimeout"  # a synthetic event: the caller pressed nothing in time
 
@@ -194,7 +199,7 @@ class Call:
                 await self._enter_menu(self.data.menu)
             else:
                 await self._run(then)
-        elif step == CONNECTING:
+        elif step in (CONNECTING, ANNOUNCE):
             await self._hold()
         elif step == GOODBYE:
             await self._end(CallOutcome.COMPLETED)
@@ -311,9 +316,48 @@ class Call:
 
     async def _hold(self) -> None:
         self.data.step = HOLDING
+        self.data.timer_token += 1
         await self._save()
         await self.ari.request("POST", f"/channels/{self.channel_id}/moh",
                                params={"mohClass": self.services.settings.moh_class})
+        self.services.start_timer(self.channel_id, self.services.settings.queue_announce_seconds,
+                                  {"type": QUEUE_ANNOUNCE, "token": self.data.timer_token})
+
+    async def _announce_position(self, event: Event) -> None:
+        if self.data.step != HOLDING or event.get("token") != self.data.timer_token:
+            return
+        acd = self.services.acd
+        topic, _, language = self.data.queue.partition(":")
+        position = await acd.position(self.channel_id)
+        wait = await acd.estimated_wait(topic, language, max(position, 1),
+                                        self.services.settings.default_handle_seconds)
+        minutes = max(1, math.ceil(wait / 60))
+        await self._timeline("position", detail=f"{position}, about {minutes} min")
+        media = await self._speak("queue_position", position=position, minutes=minutes)
+        await self._stop_music()
+        await self._play_media(ANNOUNCE, [media])
+
+    async def _speak(self, prompt_id: str, **values: object) -> str:
+        """A prompt with figures of the moment, rendered now (and cached by its words)."""
+        dynamic = self.plan.dynamic_prompts
+        key = f"{prompt_id}/{self.data.language}"
+        if key not in dynamic:
+            key = f"{prompt_id}/en"
+        entry = dynamic[key]
+        language = key.rpartition("/")[2]
+        prompt = Prompt(prompt_id, language, entry["text"], entry.get("speak", ""),
+                        entry.get("voice", "")).fill(**values)
+        settings = self.services.settings
+        path = await asyncio.to_thread(render, prompt, settings.rendered_prompts_path,
+                                       settings.tts_engine)
+        return f"sound:{path}"
+
+    async def _stop_music(self) -> None:
+        try:
+            await self.ari.request("DELETE", f"/channels/{self.channel_id}/moh")
+        except AriError as exc:
+            if not exc.not_found:
+                raise
 
     async def _assigned(self, event: Event) -> None:
         """The match reserved an agent for this caller: ring the agent's phone."""
@@ -351,11 +395,7 @@ class Call:
         self.data.bridge_id = str(bridge["id"])
         await self.ari.request("POST", f"/bridges/{self.data.bridge_id}/addChannel",
                                params={"channel": f"{self.channel_id},{self.data.agent_channel}"})
-        try:
-            await self.ari.request("DELETE", f"/channels/{self.channel_id}/moh")
-        except AriError as exc:
-            if not exc.not_found:
-                raise
+        await self._stop_music()
         await self.services.acd.answered(self.data.agent, self.channel_id)
         await self.services.acd.leave(self.channel_id)
         self.data.talk_started_at = _now().isoformat()
@@ -430,16 +470,21 @@ class Call:
             await self._prompt_finished({"playback": {"id": self.data.playback_id}})
         elif self.data.step == WAITING:
             await self._wait_for_digit()  # the timer died with the old controller
+        elif self.data.step == HOLDING:
+            await self._hold()  # music again, and the announcement timer
         elif self.data.state == CallState.RINGING:
             await self.start()
 
     # --- Actions ------------------------------------------------------------------------------
 
     async def _play(self, step: str, refs: list[str]) -> None:
+        await self._play_media(step, [self.plan.media(ref, self.data.language, self.data.did)
+                                      for ref in refs])
+
+    async def _play_media(self, step: str, media: list[str]) -> None:
         self.data.step = step
         self.data.playback_id = uuid.uuid4().hex
         await self._save()  # saved first: a restart in between still knows what plays
-        media = [self.plan.media(ref, self.data.language, self.data.did) for ref in refs]
         await self.ari.play(self.channel_id, media, playback_id=self.data.playback_id)
 
     async def _stop_prompt(self) -> None:
@@ -531,6 +576,10 @@ HANDLERS: dict[CallState, dict[str, Handler]] = {
         "ChannelDtmfReceived": Call._digit,
         MENU_TIMEOUT: Call._timeout,
     },
-    CallState.QUEUED: {"PlaybackFinished": Call._prompt_finished, AGENT_ASSIGNED: Call._assigned},
+    CallState.QUEUED: {
+        "PlaybackFinished": Call._prompt_finished,
+        AGENT_ASSIGNED: Call._assigned,
+        QUEUE_ANNOUNCE: Call._announce_position,
+    },
     CallState.OFFERED: {"PlaybackFinished": Call._prompt_finished},
 }

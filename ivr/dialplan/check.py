@@ -266,7 +266,8 @@ class _Checker:
         if topic is not None:
             if topic not in self.plan.topics:
                 yield self.problem(file, (*path, action.kind), f"unknown topic {topic!r}")
-            self._use_prompts(["connecting_agent", "no_agents"], language, file, path)
+            self._use_prompts(["connecting_agent", "no_agents", "queue_position"], language,
+                              file, path)
         if action.info is not None:
             self._use_prompts(action.info, language, file, (*path, "info"))
             if action.then is not None:

@@ -192,6 +192,8 @@ class Dialplan(Strict):
     emergency: Emergency = Emergency()
     # Rendered audio: "id/lang" or "id/lang/did" -> media path without extension.
     prompt_files: dict[str, str] = Field(default_factory=dict)
+    # Prompts that say figures of the moment ({position}, {minutes}): rendered during a call.
+    dynamic_prompts: dict[str, dict[str, str]] = Field(default_factory=dict)
 
     def did(self, number: str) -> Did | None:
         for did in self.dids:

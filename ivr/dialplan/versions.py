@@ -73,12 +73,13 @@ class DialplanVersions:
         if not result.ok or result.dialplan is None:
             raise DialplanRefused(result.problems)
         plan = result.dialplan
-        prompt_files, warnings = render_all(
+        rendered = render_all(
             result.texts, settings.rendered_prompts_path,
             settings.prompts_source_path / "recordings", settings.tts_engine,
             offices_to_render(plan, result.texts))
-        return await self.publish(plan.model_copy(update={"prompt_files": prompt_files}),
-                                  result.sources, author, note, warnings)
+        plan = plan.model_copy(update={"prompt_files": rendered.files,
+                                       "dynamic_prompts": rendered.dynamic})
+        return await self.publish(plan, result.sources, author, note, rendered.warnings)
 
     async def publish(self, plan: Dialplan, sources: dict[str, str], author: str, note: str,
                       warnings: list[str]) -> Published:
