@@ -93,6 +93,22 @@ class CallEvent(Base):
     detail: Mapped[str] = mapped_column(String(256), default="")
 
 
+class Callback(Base):
+    """A caller who chose to be called back, keeping their place in line."""
+
+    __tablename__ = "callbacks"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)  # "cb-..." in the queue
+    call_id: Mapped[str] = mapped_column(String(32), index=True)  # the call that asked
+    number: Mapped[str] = mapped_column(String(64))
+    queue: Mapped[str] = mapped_column(String(64))
+    requested_at: Mapped[datetime] = mapped_column(default=utcnow)
+    status: Mapped[str] = mapped_column(String(16), default="waiting")  # done, failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    agent: Mapped[str | None] = mapped_column(String(64), default=None)
+    done_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
 class CallOutcome(StrEnum):
     """How a call ended. Later capabilities add answered, abandoned, callback, transferred..."""
 
@@ -103,6 +119,7 @@ class CallOutcome(StrEnum):
     ANSWERED = "answered"  # talked with an agent
     ABANDONED = "abandoned"  # hung up while waiting in a queue
     NO_AGENTS = "no_agents"  # reached a queue that no logged-in agent could serve
+    CALLBACK = "callback"  # chose to be called back, keeping the place in line
     FAILED = "failed"  # the server could not serve the call (an error, reported in the log)
     UNOBSERVED_END = "unobserved_end"  # ended while no controller was listening
 
@@ -130,6 +147,7 @@ class CallRecord(Base):
     queued_at: Mapped[datetime | None] = mapped_column(default=None)
     wait_seconds: Mapped[float | None] = mapped_column(default=None)
     dialplan_version: Mapped[int | None] = mapped_column(Integer, default=None)
+    callback_of: Mapped[str | None] = mapped_column(String(32), default=None)  # the call that asked
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -151,4 +169,5 @@ class CallRecord(Base):
             "queued_at": as_utc(self.queued_at),
             "wait_seconds": self.wait_seconds,
             "dialplan_version": self.dialplan_version,
+            "callback_of": self.callback_of,
         }

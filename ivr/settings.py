@@ -29,6 +29,7 @@ class Settings(BaseSettings):
     sip_bind: str = "127.0.0.1"
     sip_port: int = 5060
     trunk_match: str = "127.0.0.1"  # comma-separated addresses or networks of the carrier
+    trunk_contact: str = ""  # where calls out go, e.g. sip:192.0.2.10:5060 (none: no callbacks)
     rtp_start: int = 10000
     rtp_end: int = 20000
 
@@ -56,6 +57,7 @@ class Settings(BaseSettings):
     min_proficiency: int = 3  # what a caller gets before the first widening
     moh_class: str = "default"
     queue_announce_seconds: float = 30.0  # position and estimated wait, this often
+    callback_offer_seconds: float = 120.0  # offer a callback when the wait is longer
     default_handle_seconds: float = 180.0  # until handle times have been measured
 
     # API.

@@ -49,6 +49,8 @@ TEST_ENV = {
     "IVR_WRAP_UP_SECONDS": "3",
     "IVR_MISSED_CALLS_PAUSE": "1",
     "IVR_QUEUE_ANNOUNCE_SECONDS": "3",
+    # Calls out (callbacks) go to a SIPp "carrier" that a test starts on this port.
+    "IVR_TRUNK_CONTACT": f"sip:127.0.0.1:{15070 + _OFFSET}",
 }
 
 

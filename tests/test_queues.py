@@ -3,6 +3,7 @@ callers choosing topics by SIP INFO. Each test makes its own agents and removes 
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -13,10 +14,11 @@ import httpx
 import pytest
 
 from ivr.acd.core import Acd
+from ivr.ari import AriClient
 from ivr.redis_client import connect_redis
 from tests.conftest import Server, call_record, caller_number, run_ivr, wait_for
 from tests.support.scenario import Press, info_caller
-from tests.support.sip import SippCall
+from tests.support.sip import SCENARIOS, SippCall, free_udp_port
 from tests.support.softphone import Softphone
 
 
@@ -142,7 +144,9 @@ async def test_paused_and_unregistered_agents_are_never_offered(
     record = await call_record(api, caller)
     assert record["outcome"] == "abandoned"
     assert record["agent"] is None
-    assert await timeline(api, record) == [("queued", ""), ("abandoned", "")]
+    steps = await timeline(api, record)
+    assert steps[0] == ("queued", "") and steps[-1] == ("abandoned", "")
+    assert not [step for step in steps if step[0] == "offered"]
 
 
 async def test_wrap_up_is_respected(server: Server, api: httpx.AsyncClient, team: Team) -> None:
@@ -164,10 +168,99 @@ async def test_waiting_caller_hears_position_and_estimated_wait(
         server: Server, api: httpx.AsyncClient, team: Team) -> None:
     busy = await team.agent("busy", "culture=4")  # logged in, so the caller waits...
     assert run_ivr("agent", "state", busy, "paused", "--reason", "meeting").returncode == 0
-    caller, call = await call_in(server, "120", [Press("5", 2.0)], talk=14)  # ...and is told
+    # ...is offered a callback (the wait is long), declines by waiting, and is told the place.
+    caller, call = await call_in(server, "120", [Press("5", 2.0)], talk=35)
     assert (await call.finished()).ok
     record = await call_record(api, caller)
     assert record["outcome"] == "abandoned"
     events = (await api.get(f"/api/calls/{record['id']}")).json()["events"]
     positions = [e["detail"] for e in events if e["kind"] == "position"]
     assert positions and positions[0].startswith("1, about "), events
+
+
+async def live_call(team: Team, caller: str) -> dict[str, str]:
+    """The live state (Redis) of the call from ``caller``, once it exists."""
+
+    async def find() -> dict[str, str] | None:
+        async for key in team.acd.redis.scan_iter(match="ivr:call:*"):
+            values = await team.acd.redis.hgetall(key)
+            if values.get("caller") == caller:
+                return dict(values)
+        return None
+
+    found: dict[str, str] = await wait_for(find, 30, what=f"the call from {caller}")
+    return found
+
+
+async def test_callback_keeps_the_place_and_connects_caller_and_agent(
+        server: Server, api: httpx.AsyncClient, team: Team) -> None:
+    agent = await team.agent("later", "culture=4")
+    assert run_ivr("agent", "state", agent, "paused", "--reason", "meeting").returncode == 0
+
+    # A waits, is offered a callback (the wait is long) and takes it: 1.
+    first_caller = caller_number()
+    first = await SippCall("caller.xml", "120", server.sip_target, server.workdir,
+                           first_caller).start()
+    await wait_for(lambda: _audio(first), 10, what="audio")
+    await first.rtp.press("5")
+
+    async def offered() -> bool:
+        return (await live_call(team, first_caller)).get("step") in ("callback_offer",
+                                                                       "callback_choice")
+
+    await wait_for(offered, 30, what="the callback offer")
+    await first.rtp.press("1")
+    assert (await first.finished()).ok  # "we will call you back", then the server hangs up
+    asked = await call_record(api, first_caller)
+    assert asked["outcome"] == "callback" and asked["path"][-1] == "callback"
+
+    # B comes later and waits: behind A's callback, which kept A's place.
+    second_caller, second = await call_in(server, "120", [Press("5", 2.0)], talk=25)
+    second_channel = (await live_call(team, second_caller))["channel_id"]
+
+    async def queued_second() -> bool:
+        return await team.acd.position(second_channel) == 2
+
+    await wait_for(queued_second, 30, what="B second in line, behind the callback")
+
+    # The carrier answers the call to A's number; the agent comes back from the meeting.
+    carrier = await asyncio.create_subprocess_exec(
+        "sipp", "-sf", str(SCENARIOS / "carrier_answers.xml"), "-m", "1", "-i", "127.0.0.1",
+        "-p", server.settings.trunk_contact.rsplit(":", 1)[1], "-mp", str(free_udp_port()),
+        "-nostdin", "-timeout", "120s", cwd=server.workdir,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    assert run_ivr("agent", "state", agent, "available").returncode == 0
+
+    ari = AriClient(server.settings.ari_base_url, server.settings.ari_user,
+                    server.settings.ari_secret())
+
+    async def connected() -> str | None:
+        for bridge in await ari.bridges():
+            citizens = [c for c in bridge["channels"] if c.startswith("citizen-")]
+            if citizens and any(c.startswith("agent-") for c in bridge["channels"]):
+                return str(citizens[0])
+        return None
+
+    citizen = await wait_for(connected, 40, what="the agent and A connected")
+    await ari.hangup(citizen)  # A hangs up after the consultation
+    await ari.close()
+    assert await asyncio.wait_for(carrier.wait(), 30) == 0
+
+    # Then B's turn: the same agent, after wrap-up.
+    result = await second.finished()
+    assert result.ok, result.errors or result.output
+    record = await call_record(api, second_caller)
+    assert (record["agent"], record["outcome"]) == (agent, "answered")
+    calls = (await api.get("/api/calls", params={"limit": 50})).json()
+    callback = next(c for c in calls if c["callback_of"] == asked["id"])
+    assert (callback["agent"], callback["outcome"], callback["caller"]) == (
+        agent, "answered", first_caller)
+    events = (await api.get(f"/api/calls/{record['id']}")).json()["events"]
+    agent_answered_b = next(e["at"] for e in events if e["kind"] == "answered")
+    # A's place came first.
+    assert datetime.fromisoformat(callback["answered_at"]) < datetime.fromisoformat(
+        agent_answered_b)
+
+
+async def _audio(call: SippCall) -> bool:
+    return call.rtp.packets > 10

@@ -62,6 +62,22 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+# Same rank, new member: an entry of the queue becomes a callback without losing its place.
+TO_CALLBACK = """
+local queue = redis.call('HGET', KEYS[1], 'queue')
+if not queue then return 0 end
+local queue_key = ARGV[4] .. ':queue:' .. queue
+local rank = redis.call('ZSCORE', queue_key, ARGV[1])
+if not rank then return 0 end
+redis.call('ZREM', queue_key, ARGV[1])
+redis.call('ZADD', queue_key, rank, ARGV[2])
+redis.call('HSET', KEYS[2], unpack(redis.call('HGETALL', KEYS[1])))
+redis.call('HSET', KEYS[2], 'number', ARGV[3], 'callback_of', ARGV[1], 'state', 'callback')
+redis.call('DEL', KEYS[1])
+return 1
+"""
+
+
 @dataclass(frozen=True)
 class AgentProfile:
     agent_id: str
@@ -102,6 +118,7 @@ class Acd:
     def __post_init__(self) -> None:
         self._match = self.redis.register_script((HERE / "match.lua").read_text())
         self._agent_state = self.redis.register_script((HERE / "agent.lua").read_text())
+        self._to_callback = self.redis.register_script(TO_CALLBACK)
 
     # --- Agents -------------------------------------------------------------------------------
 
@@ -203,9 +220,16 @@ class Acd:
 
     async def requeue(self, call_id: str) -> None:
         """Back in line at the place it had (an agent did not answer): its rank is kept."""
-        values = cast(dict[str, str], await self.redis.hgetall(call_key(call_id)))
+        values = await self.entry(call_id)
         await self.enqueue(call_id, values["topic"], values["language"],
                            int(values.get("priority", 0)), int(values["entered_ms"]))
+
+    async def to_callback(self, call_id: str, callback_id: str, number: str) -> bool:
+        """The caller hangs up but keeps their place: the entry becomes a callback."""
+        moved = await self._to_callback(
+            keys=[call_key(call_id), call_key(callback_id)],
+            args=[call_id, callback_id, number, PREFIX])
+        return bool(moved)
 
     async def leave(self, call_id: str) -> None:
         """The caller is gone (answered elsewhere, abandoned): out of every queue."""
@@ -215,6 +239,11 @@ class Acd:
                 pipe.zrem(queue_key(str(queue)), call_id)
             pipe.delete(call_key(call_id))
             await pipe.execute()
+
+    async def entry(self, call_id: str) -> dict[str, str]:
+        """A queue entry: topic, language, queue, priority, entered_ms (and number, if a
+        callback)."""
+        return cast(dict[str, str], await self.redis.hgetall(call_key(call_id)))
 
     async def position(self, call_id: str) -> int:
         queue = await self.redis.hget(call_key(call_id), "queue")

@@ -20,6 +20,7 @@ from ivr.acd.agents import Agents
 from ivr.acd.core import Acd, acd_for
 from ivr.ari import AriClient, AriError, Event, EventStream
 from ivr.controller.call import AGENT_ASSIGNED, Call, CallServices
+from ivr.controller.callback import CallbackRun
 from ivr.controller.records import CallRecords
 from ivr.controller.store import CallStore
 from ivr.db import create_engine, init_schema, sessionmaker
@@ -31,6 +32,9 @@ log = logging.getLogger(__name__)
 
 # Bridges the controller makes are named with this prefix, so it can tell them from others.
 BRIDGE_PREFIX = "ivr:"
+
+# The first Stasis argument of the legs the controller dials itself.
+LEGS = ("agent", "citizen")
 
 # Synthetic events the controller puts in a channel's queue itself.
 RECOVER = "ControllerRecover"
@@ -73,6 +77,7 @@ class Controller:
         self._dispatch_again = False
         self.ari = ari
         self.calls: dict[str, Call] = {}
+        self.callbacks: dict[str, CallbackRun] = {}
         self._queues: dict[str, collections.deque[Event]] = {}
         self._workers: set[asyncio.Task[None]] = set()
         self.events = EventStream(
@@ -104,8 +109,8 @@ class Controller:
             log.debug("event without a channel: %s", event.get("type"))
             return
         # An agent's leg belongs to its caller's call: one queue, events in order.
-        if event.get("type") == "StasisStart" and (event.get("args") or [""])[0] == "agent":
-            # An agent's leg answered: it belongs to the caller named in its arguments.
+        if event.get("type") == "StasisStart" and (event.get("args") or [""])[0] in LEGS:
+            # An agent's or citizen's leg answered: it belongs to the call in its arguments.
             self.legs.setdefault(channel_id, str(event["args"][1]))
         self._enqueue(self.legs.get(channel_id, channel_id), event)
 
@@ -149,7 +154,12 @@ class Controller:
                     if not self._dispatch_again:
                         return
                     continue
-                if assignment.call_id not in self.calls:
+                if assignment.call_id.startswith("cb-"):
+                    # A callback's turn: this controller phones the agent, then the citizen.
+                    entry = await self.acd.entry(assignment.call_id)
+                    self.callbacks[assignment.call_id] = CallbackRun(
+                        assignment.call_id, entry, self.services)
+                elif assignment.call_id not in self.calls:
                     # Not a call of this controller: put both back for the one that owns it.
                     log.warning("match for unknown call %s: released", assignment.call_id)
                     await self.acd.requeue(assignment.call_id)
@@ -196,6 +206,10 @@ class Controller:
             del self._queues[channel_id]
 
     async def _handle(self, channel_id: str, event: Event) -> None:
+        callback = self.callbacks.get(channel_id)
+        if callback is not None:
+            await self._handle_callback(callback, event)
+            return
         call = self.calls.get(channel_id)
         try:
             kind = event["type"]
@@ -211,6 +225,13 @@ class Controller:
                 await call.handle(event)
             else:
                 log.debug("%s for unknown channel %s", kind, channel_id)
+        except AriError as exc:
+            if exc.not_found:  # the caller hung up meanwhile: StasisEnd follows and ends it
+                log.info("call %s: %s", channel_id, exc)
+            else:
+                log.exception("call %s: error handling %s", channel_id, event.get("type"))
+                if call is not None:
+                    await call.fail(exc)
         except Exception as exc:  # one call's failure never stops the others
             log.exception("call %s: error handling %s", channel_id, event.get("type"))
             if call is not None:
@@ -218,6 +239,18 @@ class Controller:
         finally:
             if call is not None and call.data.state == "ended":
                 self.calls.pop(channel_id, None)
+
+    async def _handle_callback(self, callback: CallbackRun, event: Event) -> None:
+        try:
+            if event["type"] == AGENT_ASSIGNED:
+                await callback.start(str(event["agent"]))
+            else:
+                await callback.handle(event)
+        except Exception:
+            log.exception("callback %s: error handling %s", callback.callback_id, event["type"])
+            callback.done = True
+        if callback.done:
+            self.callbacks.pop(callback.callback_id, None)
 
     # --- Recovery after (re)connection --------------------------------------------------------
 

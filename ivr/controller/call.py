@@ -50,10 +50,14 @@ CONNECTING = "connecting"  # "connecting you to an agent", then the queue
 GOODBYE = "goodbye"
 HOLDING = "holding"  # music on hold while waiting for an agent
 NO_AGENTS = "no_agents"  # nobody with the skill is logged in: said, then the call ends
+CALLBACK_OFFER = "callback_offer"  # "press 1 to be called back, keeping your place"
+CALLBACK_CHOICE = "callback_choice"  # the offer was said: waiting for the key
+CALLBACK_CONFIRM = "callback_confirm"  # "we will call you back", then the call ends
 
 ANNOUNCE = "announce"  # position in line and estimated wait, between music
 AGENT_ASSIGNED = "AgentAssigned"  # a synthetic event: the match gave this caller an agent
 QUEUE_ANNOUNCE = "QueueAnnounce"  # a synthetic event: time to tell the caller their place
+CALLBACK_TIMEOUT = "CallbackTimeout"  # a synthetic event: no key pressed after the offer
 
 MENU_TIMEOUT = "MenuTimeout"  # a synthetic event: the caller pressed nothing in time
 
@@ -199,11 +203,25 @@ class Call:
                 await self._enter_menu(self.data.menu)
             else:
                 await self._run(then)
-        elif step in (CONNECTING, ANNOUNCE):
+        elif step == CONNECTING:
+            if self._callbacks_possible() and await self._wait_is_long():
+                await self._offer_callback()
+            else:
+                await self._hold()
+        elif step == ANNOUNCE:
             await self._hold()
+        elif step == CALLBACK_OFFER:
+            self.data.step = CALLBACK_CHOICE
+            self.data.timer_token += 1
+            await self._save()
+            self.services.start_timer(self.channel_id, 6.0, {
+                "type": CALLBACK_TIMEOUT, "token": self.data.timer_token})
+        elif step == CALLBACK_CONFIRM:
+            await self._end(CallOutcome.CALLBACK)
         elif step == GOODBYE:
             await self._end(CallOutcome.COMPLETED)
         elif step == NO_AGENTS:
+            await self.services.acd.leave(self.channel_id)
             await self._end(CallOutcome.NO_AGENTS)
 
     async def _digit(self, event: Event) -> None:
@@ -304,9 +322,14 @@ class Call:
         self.data.queued_at = _now().isoformat()
         await self._move(CallState.QUEUED)
         if not await self.services.acd.staffed(topic, self.data.language):
-            # Nobody could ever answer: say so now (a callback will be offered here later).
+            # Nobody could answer now: a callback keeps the place, or the caller is told.
             await self._timeline("no_agents", detail=self.data.queue)
-            await self._play(NO_AGENTS, ["no_agents"])
+            await self.services.acd.enqueue(self.channel_id, topic, self.data.language)
+            if self._callbacks_possible():
+                self.data.pending = NO_AGENTS
+                await self._offer_callback()
+            else:
+                await self._play(NO_AGENTS, ["no_agents"])
             return
         # In line from the moment of the choice: "connecting you" plays while agents are sought.
         await self.services.acd.enqueue(self.channel_id, topic, self.data.language)
@@ -336,6 +359,55 @@ class Call:
         media = await self._speak("queue_position", position=position, minutes=minutes)
         await self._stop_music()
         await self._play_media(ANNOUNCE, [media])
+
+    # --- Callbacks: "we call you back when it is your turn" ----------------------------------
+
+    def _callbacks_possible(self) -> bool:
+        return bool(self.services.settings.trunk_contact and self.data.caller)
+
+    async def _wait_is_long(self) -> bool:
+        topic, _, language = self.data.queue.partition(":")
+        acd = self.services.acd
+        position = max(1, await acd.position(self.channel_id))
+        wait = await acd.estimated_wait(topic, language, position,
+                                        self.services.settings.default_handle_seconds)
+        return wait > self.services.settings.callback_offer_seconds
+
+    async def _offer_callback(self) -> None:
+        await self._timeline("callback_offered")
+        await self._play(CALLBACK_OFFER, ["callback_offer"])
+
+    async def _queue_digit(self, event: Event) -> None:
+        if self.data.step not in (CALLBACK_OFFER, CALLBACK_CHOICE):
+            return
+        await self._stop_prompt()
+        if str(event.get("digit")) == "1":
+            await self._accept_callback()
+        else:
+            await self._decline_callback()
+
+    async def _callback_timeout(self, event: Event) -> None:
+        if self.data.step == CALLBACK_CHOICE and event.get("token") == self.data.timer_token:
+            await self._decline_callback()
+
+    async def _accept_callback(self) -> None:
+        callback_id = f"cb-{uuid.uuid4().hex}"
+        if not await self.services.acd.to_callback(self.channel_id, callback_id,
+                                                   self.data.caller):
+            await self._hold()  # an agent was found that very moment: the offer is moot
+            return
+        await self.services.records.callback_requested(self.data, callback_id)
+        self.data.path.append("callback")
+        await self._timeline("callback", detail=callback_id)
+        self.data.pending = ""
+        await self._play(CALLBACK_CONFIRM, ["callback_confirm"])
+
+    async def _decline_callback(self) -> None:
+        if self.data.pending == NO_AGENTS:
+            self.data.pending = ""
+            await self._play(NO_AGENTS, ["no_agents"])
+        else:
+            await self._hold()
 
     async def _speak(self, prompt_id: str, **values: object) -> str:
         """A prompt with figures of the moment, rendered now (and cached by its words)."""
@@ -424,9 +496,10 @@ class Call:
         acd = self.services.acd
         state = self.data.state
         if state in (CallState.QUEUED, CallState.OFFERED):
-            await acd.leave(self.channel_id)
-            self.data.outcome = self.data.outcome or CallOutcome.ABANDONED
-            await self._timeline("abandoned", self.data.agent)
+            await acd.leave(self.channel_id)  # a callback's entry has another id: it stays
+            if not self.data.outcome:
+                self.data.outcome = CallOutcome.ABANDONED
+                await self._timeline("abandoned", self.data.agent)
         if self.data.agent_channel:
             try:
                 await self.ari.hangup(self.data.agent_channel)
@@ -578,8 +651,10 @@ HANDLERS: dict[CallState, dict[str, Handler]] = {
     },
     CallState.QUEUED: {
         "PlaybackFinished": Call._prompt_finished,
+        "ChannelDtmfReceived": Call._queue_digit,
         AGENT_ASSIGNED: Call._assigned,
         QUEUE_ANNOUNCE: Call._announce_position,
+        CALLBACK_TIMEOUT: Call._callback_timeout,
     },
     CallState.OFFERED: {"PlaybackFinished": Call._prompt_finished},
 }

@@ -9,7 +9,7 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ivr.controller.store import CallData
-from ivr.models import CallEvent, CallRecord
+from ivr.models import Callback, CallEvent, CallRecord
 
 log = logging.getLogger(__name__)
 
@@ -17,6 +17,16 @@ log = logging.getLogger(__name__)
 class CallRecords:
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
+
+    @property
+    def sessions(self) -> async_sessionmaker[AsyncSession]:
+        return self._sessions
+
+    async def callback_call(self, callback_id: str) -> str | None:
+        """The record of the call that asked for this callback."""
+        async with self._sessions() as session:
+            callback = await session.get(Callback, callback_id)
+            return callback.call_id if callback else None
 
     async def started(self, call: CallData, at: datetime) -> None:
         async with self._sessions() as session, session.begin():
@@ -32,6 +42,7 @@ class CallRecords:
                     path=list(call.path),
                     started_at=at,
                     dialplan_version=call.dialplan_version or None,
+                    callback_of=call.callback_of or None,
                 )
             )
 
@@ -52,6 +63,7 @@ class CallRecords:
             queue=call.queue or None,
             agent=call.agent or None,
             queued_at=queued_at,
+            callback_of=call.callback_of or None,
             wait_seconds=round((waited_until - queued_at).total_seconds(), 2)
             if queued_at else None,
         )
@@ -67,3 +79,8 @@ class CallRecords:
             await session.execute(
                 update(CallRecord).where(CallRecord.id == record_id).values(**values)
             )
+
+    async def callback_requested(self, call: CallData, callback_id: str) -> None:
+        async with self._sessions() as session, session.begin():
+            session.add(Callback(id=callback_id, call_id=call.record_id, number=call.caller,
+                                 queue=call.queue))

@@ -47,6 +47,7 @@ class CallData:
     agent_channel: str = ""  # the agent's leg of the call
     bridge_id: str = ""
     talk_started_at: str = ""
+    callback_of: str = ""  # for a callback's call: the record of the call that asked for it
     started_at: str = ""
     answered_at: str = ""
     outcome: str = ""

@@ -34,6 +34,10 @@ from ivr.dialplan.model import (
 from ivr.dialplan.source import Path_, Problem, SourceFile, read
 from ivr.prompts import OFFICE, PromptTexts, parse_prompt_texts
 
+# What a caller in a queue may hear, in their language.
+QUEUE_PROMPTS = ["connecting_agent", "no_agents", "queue_position", "callback_offer",
+                 "callback_confirm"]
+
 # Played to a number that is not in service: before any language is chosen, in two.
 NOT_IN_SERVICE = ("not_in_service@ko", "not_in_service@en")
 
@@ -266,8 +270,7 @@ class _Checker:
         if topic is not None:
             if topic not in self.plan.topics:
                 yield self.problem(file, (*path, action.kind), f"unknown topic {topic!r}")
-            self._use_prompts(["connecting_agent", "no_agents", "queue_position"], language,
-                              file, path)
+            self._use_prompts(QUEUE_PROMPTS, language, file, path)
         if action.info is not None:
             self._use_prompts(action.info, language, file, (*path, "info"))
             if action.then is not None:

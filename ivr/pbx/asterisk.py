@@ -57,6 +57,8 @@ def template_values(settings: Settings) -> dict[str, str]:
         "sip_bind": settings.sip_bind,
         "sip_port": str(settings.sip_port),
         "trunk_match_lines": "\n".join(f"match = {item}" for item in matches),
+        "trunk_contact_line": f"contact = {settings.trunk_contact}" if settings.trunk_contact
+        else "; no IVR_TRUNK_CONTACT: no calls out (callbacks are not offered)",
         "rtp_start": str(settings.rtp_start),
         "rtp_end": str(settings.rtp_end),
         "moh_dir": str(settings.data_path / "moh"),

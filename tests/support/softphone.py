@@ -28,7 +28,7 @@ class Softphone:
         port = free_udp_port()
         tone = self.folder / "voice.wav"
         subprocess.run(["sox", "-n", "-r", "8000", "-c", "1", "-b", "16", str(tone),
-                        "synth", "30", "sine", "300"], check=True)
+                        "synth", "300", "sine", "300"], check=True)
         (self.folder / "config").write_text(
             "poll_method epoll\n"
             f"sip_listen 127.0.0.1:{port}\n"

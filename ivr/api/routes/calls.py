@@ -34,6 +34,7 @@ class CallOut(BaseModel):
     queued_at: datetime | None
     wait_seconds: float | None
     dialplan_version: int | None
+    callback_of: str | None  # for a callback: the call that asked for it
 
 
 class CallEventOut(BaseModel):
