@@ -3,6 +3,7 @@ reach the next call and not the calls already in a menu, the emergency announcem
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -89,8 +90,9 @@ async def test_accepted_change_reaches_the_next_call_only(
     assert new == old + 1
 
     second_caller, second_call = await in_main_menu(server)
-    first = await press_and_record(api, first_call, first_caller, "4")
-    second = await press_and_record(api, second_call, second_caller, "4")
+    first, second = await asyncio.gather(
+        press_and_record(api, first_call, first_caller, "4"),
+        press_and_record(api, second_call, second_caller, "4"))
     assert (first["path"], first["dialplan_version"]) == (["main:4", "queue:welfare"], old)
     assert (second["path"], second["dialplan_version"]) == (["main:4", "queue:culture"], new)
 

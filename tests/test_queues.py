@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from ivr.acd.core import Acd
-from ivr.ari import AriClient
+from ivr.ari import AriClient, AriError
 from ivr.redis_client import connect_redis
 from tests.conftest import Server, call_record, caller_number, run_ivr, wait_for
 from tests.support.scenario import Press, info_caller
@@ -194,7 +194,8 @@ async def live_call(team: Team, caller: str) -> dict[str, str]:
 
 async def test_callback_keeps_the_place_and_connects_caller_and_agent(
         server: Server, api: httpx.AsyncClient, team: Team) -> None:
-    agent = await team.agent("later", "culture=4")
+    # Administration: a queue no other test answers, so no handle time makes the wait look short.
+    agent = await team.agent("later", "administration=4")
     assert run_ivr("agent", "state", agent, "paused", "--reason", "meeting").returncode == 0
 
     # A waits, is offered a callback (the wait is long) and takes it: 1.
@@ -202,7 +203,7 @@ async def test_callback_keeps_the_place_and_connects_caller_and_agent(
     first = await SippCall("caller.xml", "120", server.sip_target, server.workdir,
                            first_caller).start()
     await wait_for(lambda: _audio(first), 10, what="audio")
-    await first.rtp.press("5")
+    await first.rtp.press("31")  # administration, local tax
 
     async def offered() -> bool:
         return (await live_call(team, first_caller)).get("step") in ("callback_offer",
@@ -215,7 +216,8 @@ async def test_callback_keeps_the_place_and_connects_caller_and_agent(
     assert asked["outcome"] == "callback" and asked["path"][-1] == "callback"
 
     # B comes later and waits: behind A's callback, which kept A's place.
-    second_caller, second = await call_in(server, "120", [Press("5", 2.0)], talk=25)
+    second_caller, second = await call_in(server, "120", [Press("3", 2.0), Press("1", 1.0)],
+                                          talk=25)
     second_channel = (await live_call(team, second_caller))["channel_id"]
 
     async def queued_second() -> bool:
@@ -264,3 +266,24 @@ async def test_callback_keeps_the_place_and_connects_caller_and_agent(
 
 async def _audio(call: SippCall) -> bool:
     return call.rtp.packets > 10
+
+
+async def test_agent_account_is_made_and_removed_without_a_restart(
+        server: Server, team: Team) -> None:
+    username = await team.agent("temp", "welfare=2", softphone=False, log_in=False)
+    ari = AriClient(server.settings.ari_base_url, server.settings.ari_user,
+                    server.settings.ari_secret())
+    try:
+        endpoint = await ari.request("GET", f"/endpoints/PJSIP/{username}")
+        assert endpoint["resource"] == username  # live in Asterisk at once
+        asterisk_pid = server.pid("asterisk")
+        removed = run_ivr("agent", "remove", username)
+        assert removed.returncode == 0, removed.stdout
+        team.names.remove(username)
+        with pytest.raises(AriError) as gone:
+            await ari.request("GET", f"/endpoints/PJSIP/{username}")
+        assert gone.value.not_found
+        assert server.pid("asterisk") == asterisk_pid  # no restart
+    finally:
+        await ari.close()
+    assert await team.state(username) == {}

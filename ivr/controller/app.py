@@ -115,7 +115,15 @@ class Controller:
         self._enqueue(self.legs.get(channel_id, channel_id), event)
 
     def _spawn(self, job: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(job)
+        """Run a job beside the event queues; its failure is logged, never lost."""
+
+        async def logged() -> None:
+            try:
+                await job
+            except Exception:
+                log.exception("background job failed")
+
+        task = asyncio.create_task(logged())
         self._workers.add(task)
         task.add_done_callback(self._workers.discard)
 
@@ -176,6 +184,8 @@ class Controller:
     def start_wrap_up(self, agent: str) -> None:
         async def wrap_up_over() -> None:
             await asyncio.sleep(self.settings.wrap_up_seconds)
+            if not await self.acd.agent(agent):
+                return  # removed meanwhile
             if await self.acd.ready(agent):  # not if they paused or logged out meanwhile
                 log.info("agent %s: wrap-up over, available", agent)
                 self.dispatch()
