@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ivr.acd.core import Acd, AgentProfile
-from ivr.ari import AriClient, AriError
+from ivr.ari import AriClient, unless_gone
 from ivr.models import Agent
 
 log = logging.getLogger(__name__)
@@ -84,12 +84,9 @@ class Agents:
                 raise AgentError(f"no agent {username!r}")
             await session.delete(agent)
         for object_type in ("endpoint", "aor", "auth"):
-            try:
+            with unless_gone():
                 await self._ari.request(
                     "DELETE", f"/asterisk/config/dynamic/res_pjsip/{object_type}/{username}")
-            except AriError as exc:
-                if not exc.not_found:
-                    raise
         await self._acd.remove_agent(username)
         log.info("agent %s removed", username)
 

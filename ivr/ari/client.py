@@ -6,7 +6,8 @@ failed and why, so that one call's error can be logged and handled without guess
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -27,6 +28,16 @@ class AriError(Exception):
     @property
     def not_found(self) -> bool:
         return self.status == 404
+
+
+@contextmanager
+def unless_gone() -> Iterator[None]:
+    """Ignore ARI's 404: the channel, bridge or playback is gone already, as was wanted."""
+    try:
+        yield
+    except AriError as exc:
+        if not exc.not_found:
+            raise
 
 
 class AriClient:

@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 
 from ivr.acd.agents import Agents
 from ivr.acd.core import Acd, acd_for
-from ivr.ari import AriClient, AriError, Event, EventStream
+from ivr.ari import AriClient, AriError, Event, EventStream, unless_gone
 from ivr.controller.call import AGENT_ASSIGNED, Call, CallServices
 from ivr.controller.callback import CallbackRun
 from ivr.controller.records import CallRecords
@@ -293,12 +293,9 @@ class Controller:
         removed = 0
         for bridge in await self.ari.bridges():
             if str(bridge.get("name", "")).startswith(BRIDGE_PREFIX) and not bridge["channels"]:
-                try:
+                with unless_gone():
                     await self.ari.destroy_bridge(bridge["id"])
                     removed += 1
-                except AriError as exc:
-                    if not exc.not_found:
-                        raise
         return removed
 
     async def _recover_call(self, channel_id: str, event: Event) -> None:

@@ -25,7 +25,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
 from ivr.acd.core import Acd
-from ivr.ari import AriClient, AriError, Event
+from ivr.ari import AriClient, AriError, Event, unless_gone
 from ivr.controller.records import CallRecords
 from ivr.controller.state import CallState, check_move
 from ivr.controller.store import CallData, CallStore
@@ -79,6 +79,16 @@ class CallServices:
     watch_leg: Callable[[str, str], None]  # (agent leg, caller): route the leg's events here
     forget_leg: Callable[[str], None]
     start_wrap_up: Callable[[str], None]  # the agent's wrap-up time begins
+
+    async def talk_ended(self, data: CallData, call_id: str) -> None:
+        """A caller and an agent stopped talking: handle time, the agent's wrap-up, bridge."""
+        talk = (_now() - datetime.fromisoformat(data.talk_started_at)).total_seconds()
+        await self.acd.handled(data.queue, talk)
+        await self.acd.wrap_up(data.agent, call_id)
+        self.start_wrap_up(data.agent)
+        if data.bridge_id:
+            with unless_gone():
+                await self.ari.destroy_bridge(data.bridge_id)
 
 
 def _now() -> datetime:
@@ -425,11 +435,8 @@ class Call:
         return f"sound:{path}"
 
     async def _stop_music(self) -> None:
-        try:
+        with unless_gone():
             await self.ari.request("DELETE", f"/channels/{self.channel_id}/moh")
-        except AriError as exc:
-            if not exc.not_found:
-                raise
 
     async def _assigned(self, event: Event) -> None:
         """The match reserved an agent for this caller: ring the agent's phone."""
@@ -501,27 +508,15 @@ class Call:
                 self.data.outcome = CallOutcome.ABANDONED
                 await self._timeline("abandoned", self.data.agent)
         if self.data.agent_channel:
-            try:
+            with unless_gone():
                 await self.ari.hangup(self.data.agent_channel)
-            except AriError as exc:
-                if not exc.not_found:
-                    raise
             self._leg_gone()
         if state == CallState.OFFERED and self.data.agent:
             await acd.release(self.data.agent)
         if self.data.talk_started_at and self.data.agent:
-            talk = (_now() - datetime.fromisoformat(self.data.talk_started_at)).total_seconds()
-            await acd.handled(self.data.queue, talk)
-            await acd.wrap_up(self.data.agent, self.channel_id)
-            self.services.start_wrap_up(self.data.agent)
+            await self.services.talk_ended(self.data, self.channel_id)
             self.data.outcome = self.data.outcome or CallOutcome.ANSWERED
             await self._timeline("wrap_up", self.data.agent)
-        if self.data.bridge_id:
-            try:
-                await self.ari.destroy_bridge(self.data.bridge_id)
-            except AriError as exc:
-                if not exc.not_found:
-                    raise
 
     # --- After a controller restart -----------------------------------------------------------
 
@@ -534,12 +529,9 @@ class Call:
         if self.data.state == CallState.QUEUED:
             self.services.dispatch()
         if self.data.playback_id:
-            try:
+            with unless_gone():  # a 404: it ended while nobody listened, so go on from there
                 await self.ari.playback(self.data.playback_id)
                 return  # still playing: its PlaybackFinished will come
-            except AriError as exc:
-                if not exc.not_found:
-                    raise
             await self._prompt_finished({"playback": {"id": self.data.playback_id}})
         elif self.data.step == WAITING:
             await self._wait_for_digit()  # the timer died with the old controller
@@ -564,21 +556,14 @@ class Call:
         playback_id, self.data.playback_id = self.data.playback_id, ""
         self.data.timer_token += 1  # any running timer is now stale
         if playback_id:
-            try:
+            with unless_gone():
                 await self.ari.stop_playback(playback_id)
-            except AriError as exc:
-                if not exc.not_found:
-                    raise
 
     async def _end(self, outcome: CallOutcome, reason: str = "normal") -> None:
         self.data.outcome = outcome
         await self._save()
-        try:
+        with unless_gone():  # already gone: its StasisEnd follows or has come
             await self.ari.hangup(self.channel_id, reason=reason)
-        except AriError as exc:
-            if not exc.not_found:
-                raise
-            # Already gone: StasisEnd follows or has come.
 
     async def fail(self, error: BaseException) -> None:
         """An error in this call's handling: end it cleanly, never leave the caller in silence."""

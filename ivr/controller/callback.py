@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from sqlalchemy import update
 
 from ivr.acd.core import call_key
-from ivr.ari import AriError, Event
+from ivr.ari import AriError, Event, unless_gone
 from ivr.controller.call import CallServices
 from ivr.controller.state import CallState
 from ivr.controller.store import CallData
@@ -155,17 +155,7 @@ class CallbackRun:
     async def _finish(self, outcome: CallOutcome) -> None:
         self._forget_legs()
         self.data.outcome = outcome
-        acd = self.services.acd
-        talk = (_now() - datetime.fromisoformat(self.data.talk_started_at)).total_seconds()
-        await acd.handled(self.data.queue, talk)
-        await acd.wrap_up(self.data.agent, self.callback_id)
-        self.services.start_wrap_up(self.data.agent)
-        if self.data.bridge_id:
-            try:
-                await self.ari.destroy_bridge(self.data.bridge_id)
-            except AriError as exc:
-                if not exc.not_found:
-                    raise
+        await self.services.talk_ended(self.data, self.callback_id)
         await self.services.records.ended(self.data, _now())
         await self._status("done", done=True)
         self.done = True
@@ -174,11 +164,8 @@ class CallbackRun:
     async def _hang_up(self, channel: str) -> None:
         if not channel:
             return
-        try:
+        with unless_gone():
             await self.ari.hangup(channel)
-        except AriError as exc:
-            if not exc.not_found:
-                raise
 
     def _forget_legs(self) -> None:
         for leg in (self.data.agent_channel, self.citizen_channel):
