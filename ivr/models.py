@@ -120,6 +120,7 @@ class CallOutcome(StrEnum):
     ABANDONED = "abandoned"  # hung up while waiting in a queue
     NO_AGENTS = "no_agents"  # reached a queue that no logged-in agent could serve
     CALLBACK = "callback"  # chose to be called back, keeping the place in line
+    TRANSFERRED = "transferred"  # an agent passed the call to a department outside
     FAILED = "failed"  # the server could not serve the call (an error, reported in the log)
     UNOBSERVED_END = "unobserved_end"  # ended while no controller was listening
 

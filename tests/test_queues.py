@@ -287,3 +287,58 @@ async def test_agent_account_is_made_and_removed_without_a_restart(
     finally:
         await ari.close()
     assert await team.state(username) == {}
+
+
+async def talking(team: Team, caller: str) -> str:
+    """The channel of the caller's call, once an agent talks with them."""
+
+    async def with_agent() -> str | None:
+        call = await live_call(team, caller)
+        return call["channel_id"] if call.get("state") == "talking" else None
+
+    channel: str = await wait_for(with_agent, 40, what=f"{caller} talking with an agent")
+    return channel
+
+
+async def test_blind_transfer_to_another_queue(server: Server, api: httpx.AsyncClient,
+                                               team: Team) -> None:
+    first = await team.agent("water", "water=5")
+    second = await team.agent("tax", "administration=4")
+    caller, call = await call_in(server, "121", [Press("1", 2.0)], talk=25)
+    channel = await talking(team, caller)
+    response = await api.post(f"/api/calls/live/{channel}/transfer",
+                              json={"to": "queue", "queue": "administration:ko"})
+    assert response.status_code == 202, response.text
+    assert (await call.finished()).ok
+    record = await call_record(api, caller)
+    assert (record["agent"], record["outcome"]) == (second, "answered")
+    assert "transfer:queue:administration:ko" in record["path"]
+    steps = await timeline(api, record)
+    assert steps.index(("answered", first)) < steps.index(("transfer", first)) < steps.index(
+        ("answered", second))
+
+
+async def test_transfer_outside_only_to_allowed_numbers(
+        server: Server, api: httpx.AsyncClient, team: Team) -> None:
+    await team.agent("dept", "water=5")
+    caller, call = await call_in(server, "121", [Press("1", 2.0)], talk=20)
+    channel = await talking(team, caller)
+
+    refused = await api.post(f"/api/calls/live/{channel}/transfer",
+                             json={"to": "number", "number": "0299999999"})
+    assert refused.status_code == 403 and "not allowed" in refused.json()["detail"]
+    assert (await live_call(team, caller))["state"] == "talking"  # nothing changed
+
+    carrier = await asyncio.create_subprocess_exec(
+        "sipp", "-sf", str(SCENARIOS / "carrier_answers.xml"), "-m", "1", "-i", "127.0.0.1",
+        "-p", server.settings.trunk_contact.rsplit(":", 1)[1], "-mp", str(free_udp_port()),
+        "-nostdin", "-timeout", "120s", cwd=server.workdir,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    allowed = await api.post(f"/api/calls/live/{channel}/transfer",
+                             json={"to": "number", "number": "0201201234"})
+    assert allowed.status_code == 202, allowed.text
+    assert (await call.finished()).ok  # the caller talks with the department, then hangs up
+    assert await asyncio.wait_for(carrier.wait(), 30) == 0
+    record = await call_record(api, caller)
+    assert record["outcome"] == "transferred"
+    assert record["path"][-1] == "transfer:number:0201201234"

@@ -8,9 +8,10 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from ivr.api.auth import ensure_first_admin
-from ivr.api.routes import auth, calls, system
+from ivr.api.routes import auth, calls, live, system
 from ivr.ari import AriClient
 from ivr.db import create_engine, init_schema, sessionmaker
+from ivr.dialplan.versions import DialplanVersions
 from ivr.redis_client import connect_redis
 from ivr.secrets import load_settings
 from ivr.settings import Settings
@@ -32,6 +33,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = engine
         app.state.sessions = sessions
         app.state.redis = connect_redis(settings, timeout=1.0)
+        app.state.dialplans = DialplanVersions(sessions, app.state.redis)
         app.state.ari = AriClient(settings.ari_base_url, settings.ari_user,
                                   settings.ari_secret(), timeout=2)
         try:
@@ -49,5 +51,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.include_router(system.router)
     app.include_router(auth.router)
+    app.include_router(live.router)
     app.include_router(calls.router)
     return app

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import logging
 import signal
 from collections.abc import Coroutine
@@ -22,7 +23,7 @@ from ivr.ari import AriClient, AriError, Event, EventStream, unless_gone
 from ivr.controller.call import AGENT_ASSIGNED, Call, CallServices
 from ivr.controller.callback import CallbackRun
 from ivr.controller.records import CallRecords
-from ivr.controller.store import CallStore
+from ivr.controller.store import COMMANDS, CallStore
 from ivr.db import create_engine, init_schema, sessionmaker
 from ivr.dialplan.versions import DialplanVersions
 from ivr.redis_client import connect_redis
@@ -34,7 +35,7 @@ log = logging.getLogger(__name__)
 BRIDGE_PREFIX = "ivr:"
 
 # The first Stasis argument of the legs the controller dials itself.
-LEGS = ("agent", "citizen")
+LEGS = ("agent", "citizen", "outside")
 
 # Synthetic events the controller puts in a channel's queue itself.
 RECOVER = "ControllerRecover"
@@ -192,6 +193,23 @@ class Controller:
 
         self._spawn(wrap_up_over())
 
+    async def _commands(self) -> None:
+        """Orders from the API for calls this controller runs (a transfer), in the call's queue."""
+        while True:
+            try:
+                async with self.store.redis.pubsub() as pubsub:
+                    await pubsub.subscribe(COMMANDS)
+                    async for message in pubsub.listen():
+                        if message.get("type") != "message":
+                            continue
+                        event = json.loads(message["data"])
+                        channel_id = str(event.get("channel", {}).get("id", ""))
+                        if channel_id in self.calls:
+                            self._enqueue(channel_id, event)
+            except Exception as exc:  # Redis went away: listen again
+                log.warning("commands not received (%s); listening again", exc)
+                await asyncio.sleep(1.0)
+
     async def _tick(self) -> None:
         """Every second: waits grow, so the search widens; try the match again."""
         while True:
@@ -324,11 +342,12 @@ class Controller:
     # --- Running ------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        ticker = asyncio.create_task(self._tick())
+        helpers = [asyncio.create_task(self._tick()), asyncio.create_task(self._commands())]
         try:
             await self.events.run()
         finally:
-            ticker.cancel()
+            for helper in helpers:
+                helper.cancel()
 
 
 async def run_controller(settings: Settings) -> None:

@@ -58,6 +58,8 @@ ANNOUNCE = "announce"  # position in line and estimated wait, between music
 AGENT_ASSIGNED = "AgentAssigned"  # a synthetic event: the match gave this caller an agent
 QUEUE_ANNOUNCE = "QueueAnnounce"  # a synthetic event: time to tell the caller their place
 CALLBACK_TIMEOUT = "CallbackTimeout"  # a synthetic event: no key pressed after the offer
+TRANSFER = "Transfer"  # a command from the API: an agent passes the call on
+TRANSFER_PRIORITY = 5  # a transferred caller has waited once already: ahead of new callers
 
 MENU_TIMEOUT = "MenuTimeout"  # a synthetic event: the caller pressed nothing in time
 
@@ -180,7 +182,9 @@ class Call:
         if leg and leg != self.channel_id:
             if leg == self.data.agent_channel:
                 await self._agent_leg(event)
-            return  # an older agent leg, already dealt with
+            elif leg == self.data.outside_channel:
+                await self._outside_leg(event)
+            return  # an older leg, already dealt with
         if kind == "StasisEnd":
             await self._finish()
             return
@@ -468,6 +472,71 @@ class Call:
             self._leg_gone()
             await self._end(CallOutcome.ANSWERED)
 
+    # --- Transfers (blind): the agent leaves, the caller goes on ---------------------------
+
+    async def _transfer(self, event: Event) -> None:
+        target, value = str(event["to"]), str(event["value"])
+        self.data.path.append(f"transfer:{target}:{value}")
+        await self._timeline("transfer", self.data.agent, f"{target} {value}")
+        leg = self.data.agent_channel
+        self._leg_gone()
+        with unless_gone():
+            await self.ari.hangup(leg)
+        await self.services.talk_ended(self.data, self.channel_id)  # the agent's wrap-up
+        self.data.agent = self.data.bridge_id = self.data.talk_started_at = ""
+        await self._move(CallState.TRANSFERRING)
+        if target == "number" and self.plan.transfers.allows(value):
+            await self._dial_outside(value)
+            return
+        # To a queue (the API checked it), or back to this call's own queue.
+        queue = value if target == "queue" else self.data.queue
+        topic, _, language = queue.partition(":")
+        await self._requeue_transferred(topic, language or self.data.language)
+
+    async def _requeue_transferred(self, topic: str, language: str) -> None:
+        self.data.queue = f"{topic}:{language}"
+        self.data.queued_at = _now().isoformat()
+        await self._move(CallState.QUEUED)
+        await self.services.acd.enqueue(self.channel_id, topic, language, TRANSFER_PRIORITY)
+        await self._timeline("queued", detail=self.data.queue)
+        await self._hold()
+        self.services.dispatch()
+
+    async def _dial_outside(self, number: str) -> None:
+        self.data.outside_channel = f"outside-{uuid.uuid4().hex}"
+        self.services.watch_leg(self.data.outside_channel, self.channel_id)
+        await self._save()
+        await self.ari.request("POST", f"/channels/{self.channel_id}/moh",
+                               params={"mohClass": self.services.settings.moh_class})
+        await self.ari.request("POST", "/channels", params={
+            "endpoint": f"PJSIP/{number}@trunk", "app": self.services.settings.ari_app,
+            "appArgs": f"outside,{self.channel_id}", "channelId": self.data.outside_channel,
+            "callerId": self.data.caller, "timeout": 30})
+
+    async def _outside_leg(self, event: Event) -> None:
+        kind = event["type"]
+        gone = kind in ("ChannelDestroyed", "StasisEnd")
+        if kind == "StasisStart" and self.data.state == CallState.TRANSFERRING:
+            await self._stop_music()
+            bridge = await self.ari.create_bridge(f"ivr:{self.channel_id}")
+            self.data.bridge_id = str(bridge["id"])
+            await self.ari.request("POST", f"/bridges/{self.data.bridge_id}/addChannel", params={
+                "channel": f"{self.channel_id},{self.data.outside_channel}"})
+            self.data.outcome = CallOutcome.TRANSFERRED
+            await self._move(CallState.TALKING)
+            await self._timeline("answered", detail="outside")
+        elif gone and self.data.state == CallState.TRANSFERRING:
+            # The department did not answer: back to the agents, ahead of new callers.
+            self.services.forget_leg(self.data.outside_channel)
+            self.data.outside_channel = ""
+            await self._timeline("no_answer", detail="outside")
+            topic, _, language = self.data.queue.partition(":")
+            await self._requeue_transferred(topic, language)
+        elif gone and self.data.state == CallState.TALKING:
+            self.services.forget_leg(self.data.outside_channel)
+            self.data.outside_channel = ""
+            await self._end(CallOutcome.TRANSFERRED)
+
     async def _agent_answered(self) -> None:
         await self._stop_prompt()  # "connecting you" may still be playing
         bridge = await self.ari.create_bridge(f"ivr:{self.channel_id}")
@@ -511,12 +580,19 @@ class Call:
             with unless_gone():
                 await self.ari.hangup(self.data.agent_channel)
             self._leg_gone()
+        if self.data.outside_channel:
+            with unless_gone():
+                await self.ari.hangup(self.data.outside_channel)
+            self.services.forget_leg(self.data.outside_channel)
         if state == CallState.OFFERED and self.data.agent:
             await acd.release(self.data.agent)
         if self.data.talk_started_at and self.data.agent:
             await self.services.talk_ended(self.data, self.channel_id)
             self.data.outcome = self.data.outcome or CallOutcome.ANSWERED
             await self._timeline("wrap_up", self.data.agent)
+        elif self.data.bridge_id:  # with a department outside
+            with unless_gone():
+                await self.ari.destroy_bridge(self.data.bridge_id)
 
     # --- After a controller restart -----------------------------------------------------------
 
@@ -642,4 +718,5 @@ HANDLERS: dict[CallState, dict[str, Handler]] = {
         CALLBACK_TIMEOUT: Call._callback_timeout,
     },
     CallState.OFFERED: {"PlaybackFinished": Call._prompt_finished},
+    CallState.TALKING: {TRANSFER: Call._transfer},
 }

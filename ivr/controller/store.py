@@ -17,6 +17,7 @@ from ivr.controller.state import CallState
 
 CALL_TTL_SECONDS = 24 * 3600  # a call's live state outlives no call by more than a day
 METRICS_KEY = "ivr:metrics:calls"
+COMMANDS = "ivr:commands"  # pub/sub: the API's orders for calls (transfers), as JSON events
 
 
 @dataclass
@@ -46,6 +47,7 @@ class CallData:
     agent: str = ""  # the agent offered or talking
     agent_channel: str = ""  # the agent's leg of the call
     bridge_id: str = ""
+    outside_channel: str = ""  # a department's number the call was transferred to
     talk_started_at: str = ""
     callback_of: str = ""  # for a callback's call: the record of the call that asked for it
     started_at: str = ""

@@ -30,6 +30,7 @@ from ivr.dialplan.model import (
     Menu,
     PromptRef,
     Schedule,
+    Transfers,
 )
 from ivr.dialplan.source import Path_, Problem, SourceFile, read
 from ivr.prompts import OFFICE, PromptTexts, parse_prompt_texts
@@ -49,8 +50,9 @@ SECTIONS: dict[str, list[tuple[str, Any, bool]]] = {
                    ("topics", list[str], True), ("menus", dict[str, Menu], True)],
     "schedule.yaml": [("schedule", Schedule, False)],
     "emergency.yaml": [("emergency", Emergency, False)],
+    "transfers.yaml": [("transfers", Transfers, False)],
 }
-OPTIONAL_FILES = ("schedule.yaml", "emergency.yaml")
+OPTIONAL_FILES = ("schedule.yaml", "emergency.yaml", "transfers.yaml")
 
 
 @dataclass

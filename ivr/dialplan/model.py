@@ -7,6 +7,7 @@ call keeps hearing the prompts of the version it started with.
 
 from __future__ import annotations
 
+import re
 from datetime import date, time
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -178,6 +179,25 @@ class Emergency(Strict):
 
 
 
+class Transfers(Strict):
+    """Outside numbers agents may transfer calls to (departments), as whole-number patterns."""
+
+    allowed_numbers: list[str] = Field(default_factory=list)
+
+    @field_validator("allowed_numbers")
+    @classmethod
+    def _patterns_compile(cls, patterns: list[str]) -> list[str]:
+        for pattern in patterns:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"{pattern!r} is not a valid pattern: {exc}") from exc
+        return patterns
+
+    def allows(self, number: str) -> bool:
+        return any(re.fullmatch(pattern, number) for pattern in self.allowed_numbers)
+
+
 class Dialplan(Strict):
     """One complete, checked version of everything callers hear."""
 
@@ -190,6 +210,7 @@ class Dialplan(Strict):
     menus: dict[str, Menu]
     schedule: Schedule = Schedule()
     emergency: Emergency = Emergency()
+    transfers: Transfers = Transfers()
     # Rendered audio: "id/lang" or "id/lang/did" -> media path without extension.
     prompt_files: dict[str, str] = Field(default_factory=dict)
     # Prompts that say figures of the moment ({position}, {minutes}): rendered during a call.
