@@ -374,55 +374,6 @@ class Call:
         await self._stop_music()
         await self._play_media(ANNOUNCE, [media])
 
-    # --- Callbacks: "we call you back when it is your turn" ----------------------------------
-
-    def _callbacks_possible(self) -> bool:
-        return bool(self.services.settings.trunk_contact and self.data.caller)
-
-    async def _wait_is_long(self) -> bool:
-        topic, _, language = self.data.queue.partition(":")
-        acd = self.services.acd
-        position = max(1, await acd.position(self.channel_id))
-        wait = await acd.estimated_wait(topic, language, position,
-                                        self.services.settings.default_handle_seconds)
-        return wait > self.services.settings.callback_offer_seconds
-
-    async def _offer_callback(self) -> None:
-        await self._timeline("callback_offered")
-        await self._play(CALLBACK_OFFER, ["callback_offer"])
-
-    async def _queue_digit(self, event: Event) -> None:
-        if self.data.step not in (CALLBACK_OFFER, CALLBACK_CHOICE):
-            return
-        await self._stop_prompt()
-        if str(event.get("digit")) == "1":
-            await self._accept_callback()
-        else:
-            await self._decline_callback()
-
-    async def _callback_timeout(self, event: Event) -> None:
-        if self.data.step == CALLBACK_CHOICE and event.get("token") == self.data.timer_token:
-            await self._decline_callback()
-
-    async def _accept_callback(self) -> None:
-        callback_id = f"cb-{uuid.uuid4().hex}"
-        if not await self.services.acd.to_callback(self.channel_id, callback_id,
-                                                   self.data.caller):
-            await self._hold()  # an agent was found that very moment: the offer is moot
-            return
-        await self.services.records.callback_requested(self.data, callback_id)
-        self.data.path.append("callback")
-        await self._timeline("callback", detail=callback_id)
-        self.data.pending = ""
-        await self._play(CALLBACK_CONFIRM, ["callback_confirm"])
-
-    async def _decline_callback(self) -> None:
-        if self.data.pending == NO_AGENTS:
-            self.data.pending = ""
-            await self._play(NO_AGENTS, ["no_agents"])
-        else:
-            await self._hold()
-
     async def _speak(self, prompt_id: str, **values: object) -> str:
         """A prompt with figures of the moment, rendered now (and cached by its words)."""
         dynamic = self.plan.dynamic_prompts
@@ -471,6 +422,112 @@ class Call:
             # The agent hung up: the consultation is over for the caller too.
             self._leg_gone()
             await self._end(CallOutcome.ANSWERED)
+
+    async def _agent_answered(self) -> None:
+        await self._stop_prompt()  # "connecting you" may still be playing
+        bridge = await self.ari.create_bridge(f"ivr:{self.channel_id}")
+        self.data.bridge_id = str(bridge["id"])
+        await self.ari.request("POST", f"/bridges/{self.data.bridge_id}/addChannel",
+                               params={"channel": f"{self.channel_id},{self.data.agent_channel}"})
+        await self._stop_music()
+        await self.services.acd.answered(self.data.agent, self.channel_id)
+        await self.services.acd.leave(self.channel_id)
+        self.data.talk_started_at = _now().isoformat()
+        self.data.path.append(f"agent:{self.data.agent}")
+        await self._move(CallState.TALKING)
+        await self._timeline("answered", self.data.agent)
+
+    async def _agent_missed(self) -> None:
+        """The agent's phone rang out (or could not ring): next agent, same place in line."""
+        agent = self.data.agent
+        self._leg_gone()
+        self.data.agent = ""
+        acd = self.services.acd
+        await acd.requeue(self.channel_id)
+        paused = await acd.missed(agent, self.channel_id, self.services.settings.missed_calls_pause)
+        await self._timeline("no_answer", agent, "agent paused" if paused else "")
+        await self._move(CallState.QUEUED)
+        self.services.dispatch()
+
+    def _leg_gone(self) -> None:
+        self.services.forget_leg(self.data.agent_channel)
+        self.data.agent_channel = ""
+
+    async def _leave_queue_or_agent(self) -> None:
+        """The caller hung up: whatever they waited for, or talked with, is set free."""
+        acd = self.services.acd
+        state = self.data.state
+        if state in (CallState.QUEUED, CallState.OFFERED):
+            await acd.leave(self.channel_id)  # a callback's entry has another id: it stays
+            if not self.data.outcome:
+                self.data.outcome = CallOutcome.ABANDONED
+                await self._timeline("abandoned", self.data.agent)
+        if self.data.agent_channel:
+            with unless_gone():
+                await self.ari.hangup(self.data.agent_channel)
+            self._leg_gone()
+        if self.data.outside_channel:
+            with unless_gone():
+                await self.ari.hangup(self.data.outside_channel)
+            self.services.forget_leg(self.data.outside_channel)
+        if state == CallState.OFFERED and self.data.agent:
+            await acd.release(self.data.agent)
+        if self.data.talk_started_at and self.data.agent:
+            await self.services.talk_ended(self.data, self.channel_id)
+            self.data.outcome = self.data.outcome or CallOutcome.ANSWERED
+            await self._timeline("wrap_up", self.data.agent)
+        elif self.data.bridge_id:  # with a department outside
+            with unless_gone():
+                await self.ari.destroy_bridge(self.data.bridge_id)
+
+    # --- Callbacks: "we call you back when it is your turn" ----------------------------------
+
+    def _callbacks_possible(self) -> bool:
+        return bool(self.services.settings.trunk_contact and self.data.caller)
+
+    async def _wait_is_long(self) -> bool:
+        topic, _, language = self.data.queue.partition(":")
+        acd = self.services.acd
+        position = max(1, await acd.position(self.channel_id))
+        wait = await acd.estimated_wait(topic, language, position,
+                                        self.services.settings.default_handle_seconds)
+        return wait > self.services.settings.callback_offer_seconds
+
+    async def _offer_callback(self) -> None:
+        await self._timeline("callback_offered")
+        await self._play(CALLBACK_OFFER, ["callback_offer"])
+
+    async def _queue_digit(self, event: Event) -> None:
+        if self.data.step not in (CALLBACK_OFFER, CALLBACK_CHOICE):
+            return
+        await self._stop_prompt()
+        if str(event.get("digit")) == "1":
+            await self._accept_callback()
+        else:
+            await self._decline_callback()
+
+    async def _callback_timeout(self, event: Event) -> None:
+        if self.data.step == CALLBACK_CHOICE and event.get("token") == self.data.timer_token:
+            await self._decline_callback()
+
+    async def _accept_callback(self) -> None:
+        callback_id = f"cb-{uuid.uuid4().hex}"
+        if not await self.services.acd.to_callback(self.channel_id, callback_id,
+                                                   self.data.caller):
+            await self._hold()  # an agent was found that very moment: the offer is moot
+            return
+        await self.services.records.callback_requested(self.data, callback_id)
+        self.data.path.append("callback")
+        await self._timeline("callback", detail=callback_id)
+        self.data.pending = ""
+        await self._play(CALLBACK_CONFIRM, ["callback_confirm"])
+
+    async def _decline_callback(self) -> None:
+        if self.data.pending == NO_AGENTS:
+            self.data.pending = ""
+            await self._play(NO_AGENTS, ["no_agents"])
+        else:
+            await self._hold()
 
     # --- Transfers (blind): the agent leaves, the caller goes on ---------------------------
 
@@ -536,63 +593,6 @@ class Call:
             self.services.forget_leg(self.data.outside_channel)
             self.data.outside_channel = ""
             await self._end(CallOutcome.TRANSFERRED)
-
-    async def _agent_answered(self) -> None:
-        await self._stop_prompt()  # "connecting you" may still be playing
-        bridge = await self.ari.create_bridge(f"ivr:{self.channel_id}")
-        self.data.bridge_id = str(bridge["id"])
-        await self.ari.request("POST", f"/bridges/{self.data.bridge_id}/addChannel",
-                               params={"channel": f"{self.channel_id},{self.data.agent_channel}"})
-        await self._stop_music()
-        await self.services.acd.answered(self.data.agent, self.channel_id)
-        await self.services.acd.leave(self.channel_id)
-        self.data.talk_started_at = _now().isoformat()
-        self.data.path.append(f"agent:{self.data.agent}")
-        await self._move(CallState.TALKING)
-        await self._timeline("answered", self.data.agent)
-
-    async def _agent_missed(self) -> None:
-        """The agent's phone rang out (or could not ring): next agent, same place in line."""
-        agent = self.data.agent
-        self._leg_gone()
-        self.data.agent = ""
-        acd = self.services.acd
-        await acd.requeue(self.channel_id)
-        paused = await acd.missed(agent, self.channel_id, self.services.settings.missed_calls_pause)
-        await self._timeline("no_answer", agent, "agent paused" if paused else "")
-        await self._move(CallState.QUEUED)
-        self.services.dispatch()
-
-    def _leg_gone(self) -> None:
-        self.services.forget_leg(self.data.agent_channel)
-        self.data.agent_channel = ""
-
-    async def _leave_queue_or_agent(self) -> None:
-        """The caller hung up: whatever they waited for, or talked with, is set free."""
-        acd = self.services.acd
-        state = self.data.state
-        if state in (CallState.QUEUED, CallState.OFFERED):
-            await acd.leave(self.channel_id)  # a callback's entry has another id: it stays
-            if not self.data.outcome:
-                self.data.outcome = CallOutcome.ABANDONED
-                await self._timeline("abandoned", self.data.agent)
-        if self.data.agent_channel:
-            with unless_gone():
-                await self.ari.hangup(self.data.agent_channel)
-            self._leg_gone()
-        if self.data.outside_channel:
-            with unless_gone():
-                await self.ari.hangup(self.data.outside_channel)
-            self.services.forget_leg(self.data.outside_channel)
-        if state == CallState.OFFERED and self.data.agent:
-            await acd.release(self.data.agent)
-        if self.data.talk_started_at and self.data.agent:
-            await self.services.talk_ended(self.data, self.channel_id)
-            self.data.outcome = self.data.outcome or CallOutcome.ANSWERED
-            await self._timeline("wrap_up", self.data.agent)
-        elif self.data.bridge_id:  # with a department outside
-            with unless_gone():
-                await self.ari.destroy_bridge(self.data.bridge_id)
 
     # --- After a controller restart -----------------------------------------------------------
 
