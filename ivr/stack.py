@@ -169,10 +169,10 @@ class Stack:
             code = await service.process.wait()
             if self.stopping:
                 return
-            service.restarts += 1
-            pause = min(2 ** min(service.restarts, 4) * 0.25, 5.0)
             if time.monotonic() - service.started_at > 60:
                 service.restarts = 0  # it ran for a while: a fresh failure, not a crash loop
+            service.restarts += 1
+            pause = min(2 ** min(service.restarts, 4) * 0.25, 5.0)
             log.warning("%s exited with %s; starting it again in %.1f s", service.name, code,
                         pause)
             await asyncio.sleep(pause)

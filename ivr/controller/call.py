@@ -340,7 +340,7 @@ class Call:
             await self._timeline("no_agents", detail=self.data.queue)
             await self.services.acd.enqueue(self.channel_id, topic, self.data.language)
             if self._callbacks_possible():
-                self.data.pending = NO_AGENTS
+                self.data.callback_reason = NO_AGENTS
                 await self._offer_callback()
             else:
                 await self._play(NO_AGENTS, ["no_agents"])
@@ -519,12 +519,12 @@ class Call:
         await self.services.records.callback_requested(self.data, callback_id)
         self.data.path.append("callback")
         await self._timeline("callback", detail=callback_id)
-        self.data.pending = ""
+        self.data.callback_reason = ""
         await self._play(CALLBACK_CONFIRM, ["callback_confirm"])
 
     async def _decline_callback(self) -> None:
-        if self.data.pending == NO_AGENTS:
-            self.data.pending = ""
+        if self.data.callback_reason == NO_AGENTS:
+            self.data.callback_reason = ""
             await self._play(NO_AGENTS, ["no_agents"])
         else:
             await self._hold()

@@ -42,6 +42,7 @@ class CallData:
     digits: str = ""  # typed ahead, waiting for the next menu
     timer_token: int = 0  # only the newest digit timer counts
     pending: str = ""  # the action after an information message (JSON)
+    callback_reason: str = ""  # why a callback is being offered: a long wait or no agents
     queue: str = ""  # topic:language of the queue the call reached
     queued_at: str = ""
     agent: str = ""  # the agent offered or talking
