@@ -101,7 +101,7 @@ async def _with_agents(action: Callable[[Agents, Acd], Awaitable[int]]) -> int:
     try:
         await init_schema(engine)
         acd = acd_for(settings, redis)
-        return await action(Agents(sessionmaker(engine), ari, acd, settings.ari_app), acd)
+        return await action(Agents(sessionmaker(engine), ari, acd, settings.stasis_apps), acd)
     finally:
         await ari.close()
         await redis.aclose()

@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     ari_app: str = "ivr"
     ari_timeout: float = 5.0
     node_id: str = "node1"  # this Asterisk node's name; live state in Redis is kept per node
+    controllers: int = Field(default=1, ge=1, le=8)  # controller processes `ivr run` starts
+    controller_number: int = 0  # which of them this process is (set by `ivr run`)
 
     # Asterisk itself: "host" runs a packaged asterisk, "root" the Debian root folder (chroot).
     asterisk_mode: Literal["auto", "host", "root"] = "auto"
@@ -115,6 +117,24 @@ class Settings(BaseSettings):
         if self.asterisk_mode == "auto":
             return shutil.which("asterisk") is None and not Path(self.asterisk_binary).exists()
         return self.asterisk_mode == "root"
+
+    @property
+    def stasis_apps(self) -> list[str]:
+        """The Stasis applications of the controllers: Asterisk hands each new call to one of
+        them, and to the next if that one is not connected."""
+        if self.controllers == 1:
+            return [self.ari_app]
+        return [f"{self.ari_app}-{number}" for number in range(1, self.controllers + 1)]
+
+    @property
+    def stasis_app(self) -> str:
+        """This controller's Stasis application."""
+        return self.stasis_apps[max(0, self.controller_number - 1)]
+
+    @property
+    def controller_id(self) -> str:
+        """This controller's name in Redis: its calls and its orders are kept under it."""
+        return f"{self.node_id}/{self.stasis_app}"
 
     @property
     def ari_base_url(self) -> str:

@@ -38,6 +38,7 @@ class Service:
     name: str
     argv: list[str]
     ready: Probe
+    env: dict[str, str] = field(default_factory=dict)  # on top of the stack's own
     ready_timeout: float = 60.0
     process: asyncio.subprocess.Process | None = None
     restarts: int = 0
@@ -78,8 +79,12 @@ class Stack:
             ], self._redis_ready))
         self.services.append(Service("asterisk", asterisk.command(settings, "-f"),
                                      self._asterisk_ready))
-        self.services.append(Service("controller", [python, "-m", "ivr", "controller"],
-                                     self._controller_ready))
+        for number, app in enumerate(settings.stasis_apps, start=1):
+            # One process per Stasis app; with several, Asterisk spreads calls among them.
+            name = "controller" if settings.controllers == 1 else f"controller-{number}"
+            self.services.append(Service(
+                name, [python, "-m", "ivr", "controller"], self._controller_ready(app),
+                env={"IVR_CONTROLLER_NUMBER": str(number)}))
         self.services.append(Service("api", [python, "-m", "ivr", "api"], self._api_ready))
 
     # --- Readiness probes ---------------------------------------------------------------------
@@ -105,8 +110,11 @@ class Stack:
     async def _asterisk_ready(self) -> bool:
         return await self._ari_get("/asterisk/ping") == 200
 
-    async def _controller_ready(self) -> bool:
-        return await self._ari_get(f"/applications/{self.settings.ari_app}") == 200
+    def _controller_ready(self, app: str) -> Probe:
+        async def ready() -> bool:
+            return await self._ari_get(f"/applications/{app}") == 200
+
+        return ready
 
     async def _api_ready(self) -> bool:
         try:
@@ -120,7 +128,7 @@ class Stack:
 
     async def _spawn(self, service: Service) -> None:
         env = dict(os.environ, PYTHONUNBUFFERED="1",
-                   IVR_PROJECT_DIR=str(self.settings.project_dir))
+                   IVR_PROJECT_DIR=str(self.settings.project_dir), **service.env)
         service.process = await asyncio.create_subprocess_exec(
             *service.argv,
             stdin=asyncio.subprocess.DEVNULL,
@@ -228,7 +236,8 @@ class Stack:
         lines = [
             "the 120 IVR server is up:",
             f"  SIP (PJSIP, UDP)  {s.sip_bind}:{s.sip_port}   carrier trunk from {s.trunk_match}",
-            f"  ARI               {s.ari_base_url}   app {s.ari_app!r}, user {s.ari_user!r}",
+            f"  ARI               {s.ari_base_url}   apps {' '.join(s.stasis_apps)}, "
+            f"user {s.ari_user!r}",
             f"  API               {s.api_base_url}   (/docs, /health, /metrics)",
             f"  Redis             {s.redis_dsn}",
             f"  data              {s.data_path}",

@@ -7,6 +7,7 @@ output goes to stack.log in the session's temporary folder (printed when a test 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import shutil
@@ -61,6 +62,7 @@ class Server:
     log_path: Path
     admin_password: str
     workdir: Path
+    env: dict[str, str]  # the stack's environment: `ivr` commands against it use it
 
     @property
     def sip_target(self) -> str:
@@ -90,47 +92,74 @@ async def wait_for(check: Callable[[], Awaitable[Any]], timeout: float = 30,
 def server(tmp_path_factory: pytest.TempPathFactory,
            request: pytest.FixtureRequest) -> Iterator[Server]:
     base = tmp_path_factory.mktemp("stack")
-    admin_password = secrets.token_urlsafe(12)
+    os.environ.update(stack_env(base, TEST_ENV))  # `ivr` commands of the tests use it too
+    server = start_stack(base, dict(os.environ))
+    try:
+        yield server
+    finally:
+        stop_stack(server, print_log=bool(request.session.testsfailed))
+
+
+def stack_env(base: Path, ports: dict[str, str]) -> dict[str, str]:
+    """The environment of a test stack in ``base``: its own data, dialplans and prompts."""
     # The tests edit and publish dialplans: they work on a copy of the shipped ones.
     shutil.copytree(PROJECT / "dialplans", base / "dialplans")
     shutil.copytree(PROJECT / "audio_prompts", base / "audio_prompts")
-    env = {**TEST_ENV, "IVR_DATA_DIR": str(base / "data"), "IVR_ADMIN_PASSWORD": admin_password,
-           "IVR_PROJECT_DIR": str(PROJECT), "IVR_DIALPLANS_DIR": str(base / "dialplans"),
-           "IVR_PROMPTS_DIR": str(base / "audio_prompts")}
+    return {**ports, "IVR_DATA_DIR": str(base / "data"),
+            "IVR_ADMIN_PASSWORD": secrets.token_urlsafe(12), "IVR_PROJECT_DIR": str(PROJECT),
+            "IVR_DIALPLANS_DIR": str(base / "dialplans"),
+            "IVR_PROMPTS_DIR": str(base / "audio_prompts")}
+
+
+def start_stack(base: Path, env: dict[str, str]) -> Server:
+    """``ivr run`` with this environment, once it is healthy."""
+    saved = dict(os.environ)
     os.environ.update(env)
-    settings = load_settings()
+    try:
+        settings = load_settings()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
     log_path = base / "stack.log"
     with log_path.open("wb") as log_file:
         process = subprocess.Popen([sys.executable, "-m", "ivr", "run"], cwd=PROJECT,
-                                   stdout=log_file, stderr=subprocess.STDOUT)
-    server = Server(settings, process, log_path, admin_password, base / "work")
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"ivr run exited early:\n{server.log_tail()}")
-            try:
-                if httpx.get(f"{settings.api_base_url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the server did not become healthy:\n{server.log_tail()}")
-            time.sleep(0.5)
-        yield server
-    finally:
-        process.send_signal(signal.SIGTERM)
+                                   stdout=log_file, stderr=subprocess.STDOUT, env=env)
+    server = Server(settings, process, log_path, env["IVR_ADMIN_PASSWORD"], base / "work", env)
+    deadline = time.monotonic() + 180
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"ivr run exited early:\n{server.log_tail()}")
         try:
-            process.wait(timeout=40)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        if request.session.testsfailed:
-            print(f"\n--- end of the server's log ({log_path}) ---\n{server.log_tail(150)}")
+            if httpx.get(f"{settings.api_base_url}/health", timeout=2).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            stop_stack(server, print_log=False)
+            raise RuntimeError(f"the server did not become healthy:\n{server.log_tail()}")
+        time.sleep(0.5)
+
+
+def stop_stack(server: Server, print_log: bool) -> None:
+    server.process.send_signal(signal.SIGTERM)
+    try:
+        server.process.wait(timeout=40)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+    if print_log:
+        print(f"\n--- end of the server's log ({server.log_path}) ---\n"
+              f"{server.log_tail(150)}")
 
 
 @pytest.fixture(scope="session")
 async def api(server: Server) -> AsyncIterator[httpx.AsyncClient]:
     """An API client logged in as the first admin."""
+    async with admin_client(server) as client:
+        yield client
+
+
+@contextlib.asynccontextmanager
+async def admin_client(server: Server) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=server.settings.api_base_url, timeout=10) as client:
         response = await client.post("/api/auth/token", data={
             "username": "admin", "password": server.admin_password})
@@ -197,7 +226,9 @@ async def prompt_ends(call: SippCall, quiet: float = 0.6, timeout: float = 90) -
     return call.rtp.audio_seconds
 
 
-def run_ivr(*args: str) -> subprocess.CompletedProcess[str]:
-    """Run the `ivr` command as an admin would, against the test server's settings."""
+def run_ivr(*args: str, server: Server | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the `ivr` command as an admin would, against the test server's settings (or those
+    of another stack)."""
     return subprocess.run([sys.executable, "-m", "ivr", *args], cwd=PROJECT, text=True,
-                          capture_output=True, timeout=120)
+                          capture_output=True, timeout=120,
+                          env=server.env if server is not None else None)

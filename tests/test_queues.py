@@ -4,70 +4,24 @@ callers choosing topics by SIP INFO. Each test makes its own agents and removes 
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
 
-from ivr.acd.core import Acd
 from ivr.ari import AriClient, AriError
-from ivr.redis_client import connect_redis
 from tests.conftest import Server, call_record, caller_number, run_ivr, wait_for
 from tests.support.scenario import Press, info_caller
 from tests.support.sip import SCENARIOS, SippCall, free_udp_port
-from tests.support.softphone import Softphone
-
-
-@dataclass
-class Team:
-    """The agents of one test: made with `ivr agent add`, removed afterwards."""
-
-    server: Server
-    acd: Acd
-    phones: list[Softphone] = field(default_factory=list)
-    names: list[str] = field(default_factory=list)
-
-    async def agent(self, name: str, skills: str, languages: str = "ko", answer: bool = True,
-                    softphone: bool = True, log_in: bool = True) -> str:
-        username = f"t-{name}-{caller_number()[-4:]}"
-        made = run_ivr("agent", "add", username, "--skills", skills, "--languages", languages)
-        assert made.returncode == 0, made.stdout + made.stderr
-        self.names.append(username)
-        password = re.search(r"shown once\): (\S+)", made.stdout)
-        assert password, made.stdout
-        if softphone:
-            phone = Softphone(self.server.workdir, username, password.group(1),
-                              self.server.sip_target, answer).start()
-            self.phones.append(phone)
-            await phone.registered()
-
-            async def seen() -> bool:
-                return (await self.acd.agent(username)).get("registered") == "1"
-
-            await wait_for(seen, 15, what=f"{username}'s registration at the controller")
-        if log_in:
-            state = run_ivr("agent", "state", username, "available")
-            assert state.returncode == 0, state.stdout
-        return username
-
-    async def state(self, username: str) -> dict[str, str]:
-        return await self.acd.agent(username)
+from tests.support.team import Team, team_of
 
 
 @pytest.fixture
 async def team(server: Server) -> AsyncIterator[Team]:
-    redis = connect_redis(server.settings)
-    team = Team(server, Acd(redis))
-    yield team
-    for phone in team.phones:
-        phone.stop()
-    for username in team.names:
-        run_ivr("agent", "remove", username)
-    await redis.aclose()
+    async with team_of(server) as team:
+        yield team
 
 
 async def call_in(server: Server, number: str, presses: list[Press],
@@ -183,9 +137,9 @@ async def live_call(team: Team, caller: str) -> dict[str, str]:
 
     async def find() -> dict[str, str] | None:
         async for key in team.acd.redis.scan_iter(match="ivr:call:*"):
-            values = await team.acd.redis.hgetall(key)
+            values = cast(dict[str, str], await team.acd.redis.hgetall(key))
             if values.get("caller") == caller:
-                return dict(values)
+                return values
         return None
 
     found: dict[str, str] = await wait_for(find, 30, what=f"the call from {caller}")
@@ -342,3 +296,147 @@ async def test_transfer_outside_only_to_allowed_numbers(
     record = await call_record(api, caller)
     assert record["outcome"] == "transferred"
     assert record["path"][-1] == "transfer:number:0201201234"
+
+
+async def live(api: httpx.AsyncClient, channel: str) -> dict[str, Any]:
+    response = await api.get(f"/api/calls/live/{channel}")
+    response.raise_for_status()
+    return dict(response.json())
+
+
+async def consultation_answered(api: httpx.AsyncClient, channel: str) -> None:
+    async def answered() -> bool:
+        return bool((await live(api, channel))["consultation_answered"])
+
+    await wait_for(answered, 30, what="the consulted party on the line")
+
+
+async def test_consultative_transfer_to_a_named_agent(
+        server: Server, api: httpx.AsyncClient, team: Team) -> None:
+    first = await team.agent("desk", "water=5")
+    second = await team.agent("expert", "culture=3")  # not a water agent: reached by name
+    caller, call = await call_in(server, "121", [Press("1", 2.0)], talk=40)
+    channel = await talking(team, caller)
+
+    itself = await api.post(f"/api/calls/live/{channel}/transfer",
+                            json={"to": "agent", "agent": first, "mode": "consult"})
+    assert itself.status_code == 422, itself.text
+    early = await api.post(f"/api/calls/live/{channel}/transfer/complete")
+    assert early.status_code == 409  # no consultation yet
+    response = await api.post(f"/api/calls/live/{channel}/transfer",
+                              json={"to": "agent", "agent": second, "mode": "consult"})
+    assert response.status_code == 202, response.text
+    await consultation_answered(api, channel)
+
+    # The caller waits alone (with music) while the two agents talk in a bridge of their own.
+    ari = AriClient(server.settings.ari_base_url, server.settings.ari_user,
+                    server.settings.ari_secret())
+    try:
+        bridges = {bridge["name"]: set(bridge["channels"]) for bridge in await ari.bridges()}
+    finally:
+        await ari.close()
+    app = server.settings.stasis_app
+    assert bridges[f"ivr:{app}:{channel}"] & {channel} == {channel}
+    assert not any(c.startswith(("agent-", "consult-")) for c in bridges[f"ivr:{app}:{channel}"])
+    assert len(bridges[f"ivr:{app}:consult:{channel}"]) == 2
+    assert (await team.state(second))["state"] == "on_call"
+
+    completed = await api.post(f"/api/calls/live/{channel}/transfer/complete")
+    assert completed.status_code == 202, completed.text
+
+    async def with_second() -> bool:
+        now = await live(api, channel)
+        return now["agent"] == second and not now["consultation"]
+
+    await wait_for(with_second, 20, what="the caller with the second agent")
+    assert (await team.state(first))["state"] in ("wrap_up", "available")
+
+    assert (await call.finished()).ok
+    record = await call_record(api, caller)
+    assert (record["agent"], record["outcome"]) == (second, "answered")
+    assert f"consult:agent:{second}" in record["path"]
+    assert f"transfer:agent:{second}" in record["path"]
+    steps = await timeline(api, record)
+    assert steps.index(("consult", first)) < steps.index(("consult_answered", second)) < (
+        steps.index(("transfer", first))) < steps.index(("answered", second))
+
+
+async def test_consultation_cancelled_and_refused(
+        server: Server, api: httpx.AsyncClient, team: Team) -> None:
+    first = await team.agent("front", "water=5")
+    second = await team.agent("taxes", "administration=4")
+    caller, call = await call_in(server, "121", [Press("1", 2.0)], talk=40)
+    channel = await talking(team, caller)
+
+    refused = await api.post(f"/api/calls/live/{channel}/transfer",
+                             json={"to": "number", "number": "0299999999", "mode": "consult"})
+    assert refused.status_code == 403 and "not allowed" in refused.json()["detail"]
+    assert run_ivr("agent", "state", second, "paused", "--reason", "training").returncode == 0
+    busy = await api.post(f"/api/calls/live/{channel}/transfer",
+                          json={"to": "agent", "agent": second, "mode": "consult"})
+    assert busy.status_code == 409 and "not available" in busy.json()["detail"]
+    assert (await live(api, channel))["consultation"] == ""  # nothing changed
+
+    # Consulting a queue: its best free agent is rung.
+    assert run_ivr("agent", "state", second, "available").returncode == 0
+    response = await api.post(f"/api/calls/live/{channel}/transfer",
+                              json={"to": "queue", "queue": "administration:ko",
+                                    "mode": "consult"})
+    assert response.status_code == 202, response.text
+    await consultation_answered(api, channel)
+    assert (await live(api, channel))["consultation"] == "queue:administration:ko"
+
+    cancelled = await api.post(f"/api/calls/live/{channel}/transfer/cancel")
+    assert cancelled.status_code == 202, cancelled.text
+
+    async def back_with_first() -> bool:
+        now = await live(api, channel)
+        return now["agent"] == first and not now["consultation"]
+
+    await wait_for(back_with_first, 20, what="the first agent back with the caller")
+    assert (await team.state(second))["state"] in ("wrap_up", "available")
+    assert (await call.finished()).ok
+    record = await call_record(api, caller)
+    assert (record["agent"], record["outcome"]) == (first, "answered")
+    steps = await timeline(api, record)
+    assert ("consult_ended", second) in steps and ("transfer", first) not in steps
+
+
+async def test_blind_transfer_to_a_named_agent(
+        server: Server, api: httpx.AsyncClient, team: Team) -> None:
+    first = await team.agent("one", "water=5")
+    second = await team.agent("two", "welfare=2")
+    caller, call = await call_in(server, "121", [Press("1", 2.0)], talk=25)
+    channel = await talking(team, caller)
+    response = await api.post(f"/api/calls/live/{channel}/transfer",
+                              json={"to": "agent", "agent": second})
+    assert response.status_code == 202, response.text
+    assert (await call.finished()).ok
+    record = await call_record(api, caller)
+    assert (record["agent"], record["outcome"]) == (second, "answered")
+    steps = await timeline(api, record)
+    assert steps.index(("transfer", first)) < steps.index(("offered", second)) < steps.index(
+        ("answered", second))
+
+
+async def test_waiting_callers_are_told_when_the_last_agent_logs_out(
+        server: Server, api: httpx.AsyncClient, team: Team) -> None:
+    agent = await team.agent("last", "culture=3")
+    assert run_ivr("agent", "state", agent, "paused", "--reason", "meeting").returncode == 0
+    caller = caller_number()
+    scenario = info_caller(server.workdir, f"left-{caller}", [Press("5", 2.0)],
+                           wait_for_bye=120)
+    call = await SippCall(scenario, "120", server.sip_target, server.workdir, caller).start()
+
+    async def holding() -> bool:
+        return (await live_call(team, caller)).get("step") == "holding"
+
+    await wait_for(holding, 60, what="the caller waiting with music")
+    assert run_ivr("agent", "state", agent, "logged_out").returncode == 0
+    # Offered a callback (no key pressed), then told nobody can answer; the server hangs up.
+    result = await call.finished()
+    assert result.ok, result.errors or result.output
+    record = await call_record(api, caller)
+    assert record["outcome"] == "no_agents"
+    steps = [kind for kind, _ in await timeline(api, record)]
+    assert steps.index("queued") < steps.index("no_agents")

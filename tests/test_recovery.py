@@ -84,7 +84,7 @@ async def test_controller_reconnects_when_the_events_socket_is_cut(
 
     settings = server.settings
     ari = AriClient(settings.ari_base_url, settings.ari_user, settings.ari_secret())
-    orphan = await ari.create_bridge("ivr:orphan-of-a-crash")
+    orphan = await ari.create_bridge(f"ivr:{settings.stasis_app}:orphan-of-a-crash")
     assert "Shutting down" in cli(server.settings, "ari shutdown websocket sessions")
 
     async def reconnected() -> bool:

@@ -25,6 +25,10 @@ if ARGV[2] ~= '*' and new ~= old then
   end
   if not allowed then return {0, old} end
 end
+-- A call is offered only to a registered softphone (a named agent too, not just the match).
+if new == 'reserved' and new ~= old and redis.call('HGET', key, 'registered') ~= '1' then
+  return {0, old}
+end
 local now = tonumber(ARGV[3])
 if ARGV[6] ~= '' then redis.call('HSET', key, 'registered', ARGV[6]) end
 

@@ -49,11 +49,11 @@ def _fields(values: dict[str, str]) -> dict[str, list[dict[str, str]]]:
 
 class Agents:
     def __init__(self, sessions: async_sessionmaker[AsyncSession], ari: AriClient,
-                 acd: Acd, app: str) -> None:
+                 acd: Acd, apps: list[str]) -> None:
         self._sessions = sessions
         self._ari = ari
         self._acd = acd
-        self._app = app
+        self._apps = apps  # the Stasis apps that hear agents' registrations
 
     async def create(self, username: str, name: str, skills: dict[str, int],
                      languages: list[str]) -> NewAgent:
@@ -108,8 +108,10 @@ class Agents:
 
     async def _watch_registration(self, username: str) -> None:
         """The controller hears DeviceStateChanged when the agent's softphone comes and goes."""
-        await self._ari.request("POST", f"/applications/{self._app}/subscription",
-                                params={"eventSource": f"deviceState:PJSIP/{username}"})
+        for app in self._apps:
+            with unless_gone():  # a controller that is not connected subscribes when it comes
+                await self._ari.request("POST", f"/applications/{app}/subscription",
+                                        params={"eventSource": f"deviceState:PJSIP/{username}"})
 
     async def _provision(self, agent: Agent) -> None:
         base = "/asterisk/config/dynamic/res_pjsip"

@@ -178,6 +178,21 @@ class Acd:
         return await self._change(agent_id, AgentState.WRAP_UP, AgentState.ON_CALL,
                                   call_id=call_id)
 
+    async def reserve(self, agent_id: str, call_id: str) -> bool:
+        """Reserve a named agent for a call (a transfer to them), if they are free right now."""
+        return await self._change(agent_id, AgentState.RESERVED, AgentState.AVAILABLE,
+                                  call_id=call_id)
+
+    async def reserve_best(self, topic: str, language: str, call_id: str) -> str | None:
+        """Reserve the best free agent of a skill for a call (a consultation), if any."""
+        for _ in range(3):  # another match may take the best one first: then the next best
+            best = await self.redis.zrange(f"{PREFIX}:free:{queue_name(topic, language)}", 0, 0)
+            if not best:
+                return None
+            if await self.reserve(str(best[0]), call_id):
+                return str(best[0])
+        return None
+
     async def release(self, agent_id: str) -> bool:
         """An offer withdrawn (the caller left first): the agent is free again, no fault."""
         return await self._change(agent_id, AgentState.AVAILABLE, AgentState.RESERVED)
@@ -217,6 +232,16 @@ class Acd:
             pipe.sadd(f"{PREFIX}:queues", queue)
             await pipe.execute()
         return await self.position(call_id)
+
+    async def offer_to(self, agent_id: str, call_id: str, topic: str, language: str,
+                       priority: int) -> bool:
+        """A caller for one named agent: reserve them and keep the caller's entry outside the
+        queue, so that a miss puts the caller in line (``requeue``) and nothing is lost."""
+        await self.redis.hset(call_key(call_id), mapping={
+            "topic": topic, "language": language, "queue": queue_name(topic, language),
+            "priority": priority, "entered_ms": now_ms(), "state": "offered",
+            "agent": agent_id})
+        return await self.reserve(agent_id, call_id)
 
     async def requeue(self, call_id: str) -> None:
         """Back in line at the place it had (an agent did not answer): its rank is kept."""

@@ -21,15 +21,22 @@ async def _asterisk(ari: AriClient) -> Part:
     return {"state": "up", "version": info.get("system", {}).get("version")}
 
 
-async def _ari_app(ari: AriClient, app: str) -> Part:
-    # The Stasis app is registered while a controller holds the events WebSocket.
-    try:
-        await ari.application(app)
-    except AriError as exc:
-        if exc.not_found:
-            return {"state": "down", "error": f"no controller is connected to Stasis app {app!r}"}
-        raise
-    return {"state": "up", "app": app}
+async def _ari_apps(ari: AriClient, apps: list[str]) -> Part:
+    # A Stasis app is registered while its controller holds the events WebSocket. Calls are
+    # taken while at least one controller is connected (Asterisk tries the next app).
+    connected = []
+    for app in apps:
+        try:
+            await ari.application(app)
+            connected.append(app)
+        except AriError as exc:
+            if not exc.not_found:
+                raise
+    missing = [app for app in apps if app not in connected]
+    if not connected:
+        return {"state": "down", "error": f"no controller is connected to Stasis app "
+                f"{' or '.join(repr(app) for app in apps)}"}
+    return {"state": "up", "apps": connected, "apps_down": missing}
 
 
 async def _redis(redis: Redis) -> Part:
@@ -53,12 +60,12 @@ async def _checked(probe: Any) -> Part:
         return {"state": "down", "error": f"{type(exc).__name__}: {exc}"}
 
 
-async def check_parts(ari: AriClient, app: str, redis: Redis, engine: AsyncEngine
+async def check_parts(ari: AriClient, apps: list[str], redis: Redis, engine: AsyncEngine
                       ) -> dict[str, Part]:
     names = ("asterisk", "ari", "redis", "database")
     results = await asyncio.gather(
         _checked(_asterisk(ari)),
-        _checked(_ari_app(ari, app)),
+        _checked(_ari_apps(ari, apps)),
         _checked(_redis(redis)),
         _checked(_database(engine)),
     )

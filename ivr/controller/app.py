@@ -20,10 +20,11 @@ from redis.asyncio import Redis
 from ivr.acd.agents import Agents
 from ivr.acd.core import Acd, acd_for
 from ivr.ari import AriClient, AriError, Event, EventStream, unless_gone
-from ivr.controller.call import AGENT_ASSIGNED, Call, CallServices
+from ivr.controller.base import AGENT_ASSIGNED, BRIDGE_PREFIX, CallServices
+from ivr.controller.call import Call
 from ivr.controller.callback import CallbackRun
 from ivr.controller.records import CallRecords
-from ivr.controller.store import COMMANDS, CallStore
+from ivr.controller.store import CallStore, commands_channel
 from ivr.db import create_engine, init_schema, sessionmaker
 from ivr.dialplan.versions import DialplanVersions
 from ivr.redis_client import connect_redis
@@ -31,11 +32,8 @@ from ivr.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# Bridges the controller makes are named with this prefix, so it can tell them from others.
-BRIDGE_PREFIX = "ivr:"
-
 # The first Stasis argument of the legs the controller dials itself.
-LEGS = ("agent", "citizen", "outside")
+LEGS = ("agent", "citizen", "outside", "consult")
 
 # Synthetic events the controller puts in a channel's queue itself.
 RECOVER = "ControllerRecover"
@@ -57,7 +55,7 @@ class Controller:
                  records: CallRecords, dialplans: DialplanVersions, agents: Agents,
                  acd: Acd) -> None:
         self.settings = settings
-        self.store = CallStore(redis, settings.node_id)
+        self.store = CallStore(redis, settings.controller_id)
         self.acd = acd
         self.agents = agents
         self.services = CallServices(
@@ -83,7 +81,7 @@ class Controller:
         self._workers: set[asyncio.Task[None]] = set()
         self.events = EventStream(
             settings.ari_base_url,
-            settings.ari_app,
+            settings.stasis_app,
             settings.ari_user,
             settings.ari_secret(),
             on_event=self.on_event,
@@ -169,11 +167,8 @@ class Controller:
                     self.callbacks[assignment.call_id] = CallbackRun(
                         assignment.call_id, entry, self.services)
                 elif assignment.call_id not in self.calls:
-                    # Not a call of this controller: put both back for the one that owns it.
-                    log.warning("match for unknown call %s: released", assignment.call_id)
-                    await self.acd.requeue(assignment.call_id)
-                    await self.acd.release(assignment.agent_id)
-                    return
+                    await self._hand_over(assignment.call_id, assignment.agent_id)
+                    continue
                 log.info("call %s: agent %s (queue %s, level %d)", assignment.call_id,
                          assignment.agent_id, assignment.queue, assignment.level)
                 self._enqueue(assignment.call_id, {
@@ -181,6 +176,28 @@ class Controller:
                     "channel": {"id": assignment.call_id}})
         except Exception:
             log.exception("dispatch failed")
+
+    async def _hand_over(self, call_id: str, agent: str) -> None:
+        """The match gave an agent to a caller another controller runs: tell that controller.
+        If it does not listen (it is down), both go back: the caller keeps their place."""
+        call = await self.store.load(call_id)
+        order = {"type": AGENT_ASSIGNED, "agent": agent, "channel": {"id": call_id}}
+        if call is not None and call.controller and await self.store.redis.publish(
+                commands_channel(call.controller), json.dumps(order)):
+            log.info("call %s: agent %s, handed to controller %s", call_id, agent,
+                     call.controller)
+            return
+        log.warning("call %s: its controller is not listening; agent %s released", call_id,
+                    agent)
+        await self._give_back(call_id, agent)
+
+    async def _give_back(self, call_id: str, agent: str) -> None:
+        """Undo a match nobody can carry out: the caller back in their place (if still there),
+        the agent free again."""
+        if await self.acd.entry(call_id):
+            await self.acd.requeue(call_id)
+        await self.acd.release(agent)
+        self.dispatch()
 
     def start_wrap_up(self, agent: str) -> None:
         async def wrap_up_over() -> None:
@@ -194,18 +211,16 @@ class Controller:
         self._spawn(wrap_up_over())
 
     async def _commands(self) -> None:
-        """Orders from the API for calls this controller runs (a transfer), in the call's queue."""
+        """Orders for the calls this controller runs (a transfer from the API, an agent matched
+        by another controller), handled in the call's queue like its ARI events."""
         while True:
             try:
                 async with self.store.redis.pubsub() as pubsub:
-                    await pubsub.subscribe(COMMANDS)
+                    await pubsub.subscribe(commands_channel(self.settings.controller_id))
                     async for message in pubsub.listen():
-                        if message.get("type") != "message":
-                            continue
-                        event = json.loads(message["data"])
-                        channel_id = str(event.get("channel", {}).get("id", ""))
-                        if channel_id in self.calls:
-                            self._enqueue(channel_id, event)
+                        if message.get("type") == "message":
+                            event = json.loads(message["data"])
+                            self._enqueue(str(event["channel"]["id"]), event)
             except Exception as exc:  # Redis went away: listen again
                 log.warning("commands not received (%s); listening again", exc)
                 await asyncio.sleep(1.0)
@@ -251,6 +266,8 @@ class Controller:
                 await self._vanished_call(channel_id)
             elif call is not None:
                 await call.handle(event)
+            elif kind == AGENT_ASSIGNED:  # not (or not yet) known here: undo the match
+                await self._give_back(channel_id, str(event["agent"]))
             else:
                 log.debug("%s for unknown channel %s", kind, channel_id)
         except AriError as exc:
@@ -288,11 +305,7 @@ class Controller:
         in_stasis = {
             channel["id"]: channel
             for channel in channels
-            if channel.get("dialplan", {}).get("app_name") == "Stasis"
-            and str(channel["dialplan"].get("app_data", "")).split(",")[:2][0]
-            == self.settings.ari_app
-            and not str(channel["dialplan"].get("app_data", "")).startswith(
-                f"{self.settings.ari_app},agent,")  # agents' legs come back with their callers
+            if self._runs(channel.get("dialplan", {}))
         }
         known = await self.store.channel_ids()
         for channel_id, channel in in_stasis.items():
@@ -306,11 +319,21 @@ class Controller:
         log.info("recovered: %d calls in Stasis, %d ended while away, %d empty bridges removed",
                  len(in_stasis), len(known - in_stasis.keys()), orphans)
 
+    def _runs(self, dialplan: dict[str, Any]) -> bool:
+        """A channel is a call of this controller if it waits in its Stasis app and is not one
+        of the legs the controller dialled (those come back with their callers)."""
+        if dialplan.get("app_name") != "Stasis":
+            return False
+        app, *args = str(dialplan.get("app_data", "")).split(",")
+        return app == self.settings.stasis_app and (args or [""])[0] not in LEGS
+
     async def _destroy_orphan_bridges(self) -> int:
         """Bridges of ours left without a channel (their calls ended while we were away)."""
         removed = 0
         for bridge in await self.ari.bridges():
-            if str(bridge.get("name", "")).startswith(BRIDGE_PREFIX) and not bridge["channels"]:
+            ours = str(bridge.get("name", "")).startswith(
+                f"{BRIDGE_PREFIX}{self.settings.stasis_app}:")
+            if ours and not bridge["channels"]:
                 with unless_gone():
                     await self.ari.destroy_bridge(bridge["id"])
                     removed += 1
@@ -361,9 +384,9 @@ async def run_controller(settings: Settings) -> None:
                     timeout=settings.ari_timeout)
     acd = acd_for(settings, redis)
     controller = Controller(settings, redis, ari, CallRecords(sessions), dialplans,
-                            Agents(sessions, ari, acd, settings.ari_app), acd)
-    log.info("controller for node %s: ARI %s, app %r", settings.node_id,
-             settings.ari_base_url, settings.ari_app)
+                            Agents(sessions, ari, acd, [settings.stasis_app]), acd)
+    log.info("controller %s: ARI %s, app %r", settings.controller_id,
+             settings.ari_base_url, settings.stasis_app)
 
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()

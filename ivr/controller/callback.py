@@ -17,7 +17,7 @@ from sqlalchemy import update
 
 from ivr.acd.core import call_key
 from ivr.ari import AriError, Event, unless_gone
-from ivr.controller.call import CallServices
+from ivr.controller.base import CallServices
 from ivr.controller.state import CallState
 from ivr.controller.store import CallData
 from ivr.models import Callback, CallOutcome
@@ -56,7 +56,7 @@ class CallbackRun:
         log.info("callback %s to %s: ringing agent %s", self.callback_id, self.data.caller, agent)
         try:
             await self.ari.request("POST", "/channels", params={
-                "endpoint": f"PJSIP/{agent}", "app": settings.ari_app,
+                "endpoint": f"PJSIP/{agent}", "app": settings.stasis_app,
                 "appArgs": f"agent,{self.callback_id}", "channelId": self.data.agent_channel,
                 "callerId": f"callback <{self.data.caller}>", "timeout": settings.ring_seconds})
         except AriError as exc:
@@ -99,7 +99,7 @@ class CallbackRun:
         await self.ari.ring(self.data.agent_channel)
         try:
             await self.ari.request("POST", "/channels", params={
-                "endpoint": f"PJSIP/{self.data.caller}@trunk", "app": settings.ari_app,
+                "endpoint": f"PJSIP/{self.data.caller}@trunk", "app": settings.stasis_app,
                 "appArgs": f"citizen,{self.callback_id}", "channelId": self.citizen_channel,
                 "callerId": "120", "timeout": CITIZEN_RING_SECONDS})
         except AriError as exc:
@@ -109,10 +109,8 @@ class CallbackRun:
             await self._citizen_missed()
 
     async def _connect(self) -> None:
-        bridge = await self.ari.create_bridge(f"ivr:{self.callback_id}")
-        self.data.bridge_id = str(bridge["id"])
-        await self.ari.request("POST", f"/bridges/{self.data.bridge_id}/addChannel", params={
-            "channel": f"{self.data.agent_channel},{self.citizen_channel}"})
+        self.data.bridge_id = await self.services.bridge(
+            self.callback_id, [self.data.agent_channel, self.citizen_channel])
         acd = self.services.acd
         await acd.answered(self.data.agent, self.callback_id)
         await acd.leave(self.callback_id)

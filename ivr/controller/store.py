@@ -1,7 +1,9 @@
 """Live state of calls in Redis: the single source of live truth.
 
-Each call in progress is a hash ``ivr:call:<channel id>``; the set ``ivr:calls:<node>`` lists
-the calls of one Asterisk node, so that a controller restarted for that node finds them again.
+Each call in progress is a hash ``ivr:call:<channel id>``; the set ``ivr:calls:<controller>``
+lists the calls one controller runs (``<node>/<Stasis app>``), so that it finds them again after
+a restart. Orders for a call (from the API, or a match made by another controller) go to the
+pub/sub channel of the controller that runs it: ``ivr:commands:<controller>``.
 Counters for /metrics live in the hash ``ivr:metrics:calls``.
 """
 
@@ -17,7 +19,11 @@ from ivr.controller.state import CallState
 
 CALL_TTL_SECONDS = 24 * 3600  # a call's live state outlives no call by more than a day
 METRICS_KEY = "ivr:metrics:calls"
-COMMANDS = "ivr:commands"  # pub/sub: the API's orders for calls (transfers), as JSON events
+
+
+def commands_channel(controller: str) -> str:
+    """Pub/sub channel of one controller: orders for its calls, as JSON events."""
+    return f"ivr:commands:{controller}"
 
 
 @dataclass
@@ -27,6 +33,7 @@ class CallData:
     channel_id: str
     record_id: str
     did: str
+    controller: str = ""  # the controller that runs the call: "<node>/<Stasis app>"
     caller: str = ""
     line: str | None = None
     district: str | None = None
@@ -49,6 +56,11 @@ class CallData:
     agent_channel: str = ""  # the agent's leg of the call
     bridge_id: str = ""
     outside_channel: str = ""  # a department's number the call was transferred to
+    consult_channel: str = ""  # the other party of a consultation (agent or department)
+    consult_target: str = ""  # "agent:<id>", "queue:<topic:language>" or "number:<digits>"
+    consult_agent: str = ""  # the agent consulted, if it is one
+    consult_bridge_id: str = ""  # where the agent and the other party talk, the caller held
+    consult_started_at: str = ""
     talk_started_at: str = ""
     callback_of: str = ""  # for a callback's call: the record of the call that asked for it
     started_at: str = ""
@@ -79,10 +91,11 @@ class CallData:
 
 
 class CallStore:
-    def __init__(self, redis: Redis, node: str) -> None:
+    def __init__(self, redis: Redis, controller: str = "") -> None:
+        # controller: whose calls this store saves and lists ("" to only load calls)
         self.redis = redis
-        self.node = node
-        self.calls_key = f"ivr:calls:{node}"
+        self.controller = controller
+        self.calls_key = f"ivr:calls:{controller}"
 
     @staticmethod
     def call_key(channel_id: str) -> str:
@@ -90,6 +103,7 @@ class CallStore:
 
     async def save(self, call: CallData) -> None:
         key = self.call_key(call.channel_id)
+        call.controller = self.controller
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(key, mapping=cast(dict[Any, Any], call.to_redis()))
             pipe.expire(key, CALL_TTL_SECONDS)

@@ -86,7 +86,7 @@ Content-Length: 0
 </scenario>
 """
 
-CALLER_HANGS_UP = """  <pause milliseconds="{pause}"/>
+CALLER_HANGS_UP = """  <pause {pause}/>
   <send><![CDATA[
 BYE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
 Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
@@ -113,18 +113,24 @@ class Press:
 
 
 def info_caller(workdir: Path, name: str, presses: list[Press], hang_up_after: float | None = None,
-                wait_for_bye: float = 120) -> str:
+                wait_for_bye: float = 120, patience: tuple[float, float] | None = None) -> str:
     """Write a scenario: answered, presses keys by SIP INFO, then the server (or the caller,
-    ``hang_up_after`` seconds after the last key) hangs up. Returns the file's path."""
+    ``hang_up_after`` seconds after the last key, or a random time within ``patience``) hangs
+    up. Returns the file's path."""
     parts = [HEAD.format(name=name)]
     cseq = 2
     for press in presses:
         parts.append(INFO.format(pause=int(press.after * 1000), cseq=cseq, digit=press.digit))
         cseq += 1
-    if hang_up_after is None:
+    if patience is not None:
+        low, high = (int(seconds * 1000) for seconds in patience)
+        pause = f'distribution="uniform" min="{low}" max="{high}"'
+        parts.append(CALLER_HANGS_UP.format(pause=pause, cseq=cseq))
+    elif hang_up_after is None:
         parts.append(SERVER_HANGS_UP.format(timeout=int(wait_for_bye * 1000)))
     else:
-        parts.append(CALLER_HANGS_UP.format(pause=int(hang_up_after * 1000), cseq=cseq))
+        pause = f'milliseconds="{int(hang_up_after * 1000)}"'
+        parts.append(CALLER_HANGS_UP.format(pause=pause, cseq=cseq))
     workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / f"{name}.xml"
     path.write_text("".join(parts))

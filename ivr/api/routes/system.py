@@ -16,7 +16,7 @@ router = APIRouter(tags=["system"])
 @router.get("/health", summary="State of Asterisk, ARI, Redis and the database")
 async def health(request: Request) -> JSONResponse:
     state = request.app.state
-    parts = await check_parts(state.ari, state.settings.ari_app, state.redis, state.engine)
+    parts = await check_parts(state.ari, state.settings.stasis_apps, state.redis, state.engine)
     down = [name for name, part in parts.items() if part["state"] != "up"]
     body = {"status": "down" if down else "ok", "down": down, **parts}
     return JSONResponse(body, status_code=503 if down else 200)
@@ -26,7 +26,7 @@ async def health(request: Request) -> JSONResponse:
 async def metrics(request: Request) -> PlainTextResponse:
     state = request.app.state
     registry = CollectorRegistry()
-    parts = await check_parts(state.ari, state.settings.ari_app, state.redis, state.engine)
+    parts = await check_parts(state.ari, state.settings.stasis_apps, state.redis, state.engine)
     up = Gauge("ivr_part_up", "Whether a part the server stands on answers (1) or not (0)",
                ["part"], registry=registry)
     for name, part in parts.items():
