@@ -4,6 +4,8 @@ callers choosing topics by SIP INFO. Each test makes its own agents and removes 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any, cast
@@ -440,3 +442,71 @@ async def test_waiting_callers_are_told_when_the_last_agent_logs_out(
     assert record["outcome"] == "no_agents"
     steps = [kind for kind, _ in await timeline(api, record)]
     assert steps.index("queued") < steps.index("no_agents")
+
+
+async def test_connected_callback_survives_a_controller_restart(
+        server: Server, api: httpx.AsyncClient, team: Team) -> None:
+    # Nobody is logged in for culture: the caller is offered a callback at once and takes it.
+    caller = caller_number()
+    call = await SippCall("caller.xml", "120", server.sip_target, server.workdir, caller).start()
+    await wait_for(lambda: _audio(call), 10, what="audio")
+    await call.rtp.press("5")
+
+    async def offered() -> bool:
+        return (await live_call(team, caller)).get("step") in ("callback_offer",
+                                                                 "callback_choice")
+
+    await wait_for(offered, 30, what="the callback offer")
+    await call.rtp.press("1")
+    assert (await call.finished()).ok
+    asked = await call_record(api, caller)
+    assert asked["outcome"] == "callback"
+
+    carrier = await asyncio.create_subprocess_exec(
+        "sipp", "-sf", str(SCENARIOS / "carrier_answers.xml"), "-m", "1", "-i", "127.0.0.1",
+        "-p", server.settings.trunk_contact.rsplit(":", 1)[1], "-mp", str(free_udp_port()),
+        "-nostdin", "-timeout", "120s", cwd=server.workdir,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    agent = await team.agent("evening", "culture=3")
+    ari = AriClient(server.settings.ari_base_url, server.settings.ari_user,
+                    server.settings.ari_secret())
+    try:
+        async def connected() -> str | None:
+            for bridge in await ari.bridges():
+                citizens = [c for c in bridge["channels"] if c.startswith("citizen-")]
+                if citizens and any(c.startswith("agent-") for c in bridge["channels"]):
+                    return str(citizens[0])
+            return None
+
+        citizen = await wait_for(connected, 40, what="the agent and the citizen connected")
+
+        # The controller dies while they talk; the next one takes the callback over.
+        killed = server.pid("controller")
+        os.kill(killed, signal.SIGKILL)
+
+        async def new_controller() -> bool:
+            try:
+                return server.pid("controller") != killed and bool(
+                    await ari.request("GET", f"/applications/{server.settings.stasis_app}"))
+            except (AriError, FileNotFoundError, ValueError):
+                return False
+
+        await wait_for(new_controller, 30, what="a new controller")
+        await asyncio.sleep(1.0)  # its recovery runs on connection
+        await ari.hangup(citizen)  # the citizen hangs up: the agent's leg follows
+    finally:
+        await ari.close()
+    assert await asyncio.wait_for(carrier.wait(), 30) == 0
+
+    async def closed() -> dict[str, Any] | None:
+        calls = (await api.get("/api/calls", params={"limit": 50})).json()
+        done = [c for c in calls if c["callback_of"] == asked["id"] and c["ended_at"]]
+        return done[0] if done else None
+
+    callback = await wait_for(closed, 20, what="the callback's record closed")
+    assert (callback["agent"], callback["outcome"]) == (agent, "answered")
+
+    async def agent_free() -> bool:
+        return (await team.state(agent))["state"] in ("wrap_up", "available")
+
+    await wait_for(agent_free, 20, what="the agent free again")

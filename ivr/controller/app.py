@@ -22,7 +22,7 @@ from ivr.acd.core import Acd, acd_for
 from ivr.ari import AriClient, AriError, Event, EventStream, unless_gone
 from ivr.controller.base import AGENT_ASSIGNED, BRIDGE_PREFIX, CallServices
 from ivr.controller.call import Call
-from ivr.controller.callback import CallbackRun
+from ivr.controller.callback import CALLBACK_PREFIX, CallbackRun
 from ivr.controller.records import CallRecords
 from ivr.controller.store import CallStore, commands_channel
 from ivr.db import create_engine, init_schema, sessionmaker
@@ -38,6 +38,7 @@ LEGS = ("agent", "citizen", "outside", "consult")
 # Synthetic events the controller puts in a channel's queue itself.
 RECOVER = "ControllerRecover"
 VANISHED = "ControllerVanished"
+RECOVER_CALLBACK = "ControllerRecoverCallback"
 
 
 def channel_of(event: Event) -> str | None:
@@ -161,7 +162,7 @@ class Controller:
                     if not self._dispatch_again:
                         return
                     continue
-                if assignment.call_id.startswith("cb-"):
+                if assignment.call_id.startswith(CALLBACK_PREFIX):
                     # A callback's turn: this controller phones the agent, then the citizen.
                     entry = await self.acd.entry(assignment.call_id)
                     self.callbacks[assignment.call_id] = CallbackRun(
@@ -249,6 +250,12 @@ class Controller:
             del self._queues[channel_id]
 
     async def _handle(self, channel_id: str, event: Event) -> None:
+        if event["type"] == RECOVER_CALLBACK:
+            try:
+                await self._recover_callback(channel_id, set(event["in_stasis"]))
+            except Exception:
+                log.exception("callback %s: not recovered", channel_id)
+            return
         callback = self.callbacks.get(channel_id)
         if callback is not None:
             await self._handle_callback(callback, event)
@@ -308,11 +315,16 @@ class Controller:
             if self._runs(channel.get("dialplan", {}))
         }
         known = await self.store.channel_ids()
+        callbacks = {run for run in known if run.startswith(CALLBACK_PREFIX)}
+        known -= callbacks
         for channel_id, channel in in_stasis.items():
             if channel_id not in self.calls:
                 self._enqueue(channel_id, {"type": RECOVER, "channel": channel})
         for channel_id in known - in_stasis.keys():
             self._enqueue(channel_id, {"type": VANISHED, "channel": {"id": channel_id}})
+        present = {channel["id"] for channel in channels}
+        for callback_id in callbacks - self.callbacks.keys():
+            self._enqueue(callback_id, {"type": RECOVER_CALLBACK, "in_stasis": sorted(present)})
         orphans = await self._destroy_orphan_bridges()
         agents = await self.agents.sync()
         log.info("%d agents in Asterisk and Redis", agents)
@@ -354,6 +366,18 @@ class Controller:
         call = await Call.restore(data, self.services)
         self.calls[channel_id] = call
         await call.resume()
+
+    async def _recover_callback(self, callback_id: str, in_stasis: set[str]) -> None:
+        data = await self.store.load(callback_id)
+        if data is None:
+            await self.store.remove(callback_id)
+            return
+        run = CallbackRun.restore(data, await self.acd.entry(callback_id), self.services)
+        self.callbacks[callback_id] = run
+        await run.resume(in_stasis)
+        if run.done:
+            self.callbacks.pop(callback_id, None)
+            self.dispatch()
 
     async def _vanished_call(self, channel_id: str) -> None:
         data = await self.store.load(channel_id)

@@ -24,6 +24,7 @@ from ivr.models import Callback, CallOutcome
 
 log = logging.getLogger(__name__)
 
+CALLBACK_PREFIX = "cb-"  # a callback's id, in the queue where its caller waited
 MAX_ATTEMPTS = 3
 CITIZEN_RING_SECONDS = 30
 
@@ -37,7 +38,6 @@ class CallbackRun:
         self.callback_id = callback_id
         self.services = services
         self.ari = services.ari
-        self.citizen_channel = ""
         self.attempts = int(entry.get("attempts", 0))
         self.data = CallData(
             channel_id=callback_id, record_id=uuid.uuid4().hex, did="callback",
@@ -45,6 +45,30 @@ class CallbackRun:
             queue=entry.get("queue", ""), state=CallState.OFFERED,
             started_at=_now().isoformat())
         self.done = False
+
+    # The citizen's leg is kept where a call keeps its outside leg, so that it is saved too.
+    @property
+    def citizen_channel(self) -> str:
+        return self.data.outside_channel
+
+    @citizen_channel.setter
+    def citizen_channel(self, channel: str) -> None:
+        self.data.outside_channel = channel
+
+    @classmethod
+    def restore(cls, data: CallData, entry: dict[str, str],
+                services: CallServices) -> CallbackRun:
+        run = cls(data.channel_id, entry, services)
+        run.data = data
+        return run
+
+    async def _save(self) -> None:
+        """Saved in Redis like a call, so that a restarted controller finds the run."""
+        await self.services.store.save(self.data)
+
+    async def _done(self) -> None:
+        self.done = True
+        await self.services.store.remove(self.callback_id)
 
     async def start(self, agent: str) -> None:
         """Ring the agent first: the citizen is only dialled for an agent who is there."""
@@ -54,6 +78,7 @@ class CallbackRun:
         self.data.agent_channel = f"agent-{uuid.uuid4().hex}"
         self.services.watch_leg(self.data.agent_channel, self.callback_id)
         log.info("callback %s to %s: ringing agent %s", self.callback_id, self.data.caller, agent)
+        await self._save()
         try:
             await self.ari.request("POST", "/channels", params={
                 "endpoint": f"PJSIP/{agent}", "app": settings.stasis_app,
@@ -95,6 +120,7 @@ class CallbackRun:
         self.attempts += 1
         self.citizen_channel = f"citizen-{uuid.uuid4().hex}"
         self.services.watch_leg(self.citizen_channel, self.callback_id)
+        await self._save()
         await self._status("dialing")
         await self.ari.ring(self.data.agent_channel)
         try:
@@ -121,6 +147,7 @@ class CallbackRun:
         await records.started(self.data, datetime.fromisoformat(self.data.started_at))
         await records.answered(self.data, _now())
         await records.event(self.data, "answered", self.data.agent, self.callback_id)
+        await self._save()
         await self._status("connected")
         log.info("callback %s: %s and agent %s connected", self.callback_id, self.data.caller,
                  self.data.agent)
@@ -131,7 +158,7 @@ class CallbackRun:
         await acd.requeue(self.callback_id)
         await acd.missed(self.data.agent, self.callback_id,
                          self.services.settings.missed_calls_pause)
-        self.done = True
+        await self._done()
         self.services.dispatch()
 
     async def _citizen_missed(self) -> None:
@@ -147,7 +174,7 @@ class CallbackRun:
             await acd.redis.hset(call_key(self.callback_id), "attempts", self.attempts)
             await acd.requeue(self.callback_id)
             await self._status("waiting")
-        self.done = True
+        await self._done()
         self.services.dispatch()
 
     async def _finish(self, outcome: CallOutcome) -> None:
@@ -156,8 +183,26 @@ class CallbackRun:
         await self.services.talk_ended(self.data, self.callback_id)
         await self.services.records.ended(self.data, _now())
         await self._status("done", done=True)
-        self.done = True
+        await self._done()
         log.info("callback %s ended", self.callback_id)
+
+    async def resume(self, in_stasis: set[str]) -> None:
+        """After a controller restart: a connected callback goes on; one that was ringing
+        cannot (its ring timers are gone), so its legs are hung up and it waits again in its
+        place."""
+        legs = [leg for leg in (self.data.agent_channel, self.citizen_channel) if leg]
+        if self.data.state == CallState.TALKING and all(leg in in_stasis for leg in legs):
+            for leg in legs:
+                self.services.watch_leg(leg, self.callback_id)
+            log.info("callback %s resumed: still connected", self.callback_id)
+            return
+        for leg in legs:
+            await self._hang_up(leg)
+        if self.data.state == CallState.TALKING:
+            await self._finish(CallOutcome.ANSWERED)
+        else:
+            log.info("callback %s: interrupted while ringing; back in line", self.callback_id)
+            await self._citizen_missed()
 
     async def _hang_up(self, channel: str) -> None:
         if not channel:

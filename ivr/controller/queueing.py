@@ -20,6 +20,7 @@ from ivr.controller.base import (
     CallBase,
     now,
 )
+from ivr.controller.callback import CALLBACK_PREFIX
 from ivr.controller.state import CallState
 from ivr.models import CallOutcome
 
@@ -196,7 +197,7 @@ class Queueing(CallBase):
             await self._decline_callback()
 
     async def _accept_callback(self) -> None:
-        callback_id = f"cb-{uuid.uuid4().hex}"
+        callback_id = f"{CALLBACK_PREFIX}{uuid.uuid4().hex}"
         if not await self.services.acd.to_callback(self.channel_id, callback_id,
                                                    self.data.caller):
             await self._hold()  # an agent was found that very moment: the offer is moot
