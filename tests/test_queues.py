@@ -148,6 +148,16 @@ async def live_call(team: Team, caller: str) -> dict[str, str]:
     return found
 
 
+async def carrier_answers(server: Server) -> asyncio.subprocess.Process:
+    """A SIPp carrier on the trunk's contact that answers one call out (and hangs up when
+    the other side does)."""
+    return await asyncio.create_subprocess_exec(
+        "sipp", "-sf", str(SCENARIOS / "carrier_answers.xml"), "-m", "1", "-i", "127.0.0.1",
+        "-p", server.settings.trunk_contact.rsplit(":", 1)[1], "-mp", str(free_udp_port()),
+        "-nostdin", "-timeout", "120s", cwd=server.workdir,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+
+
 async def test_callback_keeps_the_place_and_connects_caller_and_agent(
         server: Server, api: httpx.AsyncClient, team: Team) -> None:
     # Administration: a queue no other test answers, so no handle time makes the wait look short.
@@ -182,11 +192,7 @@ async def test_callback_keeps_the_place_and_connects_caller_and_agent(
     await wait_for(queued_second, 30, what="B second in line, behind the callback")
 
     # The carrier answers the call to A's number; the agent comes back from the meeting.
-    carrier = await asyncio.create_subprocess_exec(
-        "sipp", "-sf", str(SCENARIOS / "carrier_answers.xml"), "-m", "1", "-i", "127.0.0.1",
-        "-p", server.settings.trunk_contact.rsplit(":", 1)[1], "-mp", str(free_udp_port()),
-        "-nostdin", "-timeout", "120s", cwd=server.workdir,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    carrier = await carrier_answers(server)
     assert run_ivr("agent", "state", agent, "available").returncode == 0
 
     ari = AriClient(server.settings.ari_base_url, server.settings.ari_user,
@@ -285,11 +291,7 @@ async def test_transfer_outside_only_to_allowed_numbers(
     assert refused.status_code == 403 and "not allowed" in refused.json()["detail"]
     assert (await live_call(team, caller))["state"] == "talking"  # nothing changed
 
-    carrier = await asyncio.create_subprocess_exec(
-        "sipp", "-sf", str(SCENARIOS / "carrier_answers.xml"), "-m", "1", "-i", "127.0.0.1",
-        "-p", server.settings.trunk_contact.rsplit(":", 1)[1], "-mp", str(free_udp_port()),
-        "-nostdin", "-timeout", "120s", cwd=server.workdir,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    carrier = await carrier_answers(server)
     allowed = await api.post(f"/api/calls/live/{channel}/transfer",
                              json={"to": "number", "number": "0201201234"})
     assert allowed.status_code == 202, allowed.text
@@ -311,6 +313,16 @@ async def consultation_answered(api: httpx.AsyncClient, channel: str) -> None:
         return bool((await live(api, channel))["consultation_answered"])
 
     await wait_for(answered, 30, what="the consulted party on the line")
+
+
+async def with_agent(api: httpx.AsyncClient, channel: str, agent: str) -> None:
+    """Wait until the caller talks with ``agent``, no consultation going on."""
+
+    async def talking_with() -> bool:
+        now = await live(api, channel)
+        return now["agent"] == agent and not now["consultation"]
+
+    await wait_for(talking_with, 20, what=f"the caller with {agent}")
 
 
 async def test_consultative_transfer_to_a_named_agent(
@@ -346,11 +358,7 @@ async def test_consultative_transfer_to_a_named_agent(
     completed = await api.post(f"/api/calls/live/{channel}/transfer/complete")
     assert completed.status_code == 202, completed.text
 
-    async def with_second() -> bool:
-        now = await live(api, channel)
-        return now["agent"] == second and not now["consultation"]
-
-    await wait_for(with_second, 20, what="the caller with the second agent")
+    await with_agent(api, channel, second)
     assert (await team.state(first))["state"] in ("wrap_up", "available")
 
     assert (await call.finished()).ok
@@ -391,11 +399,7 @@ async def test_consultation_cancelled_and_refused(
     cancelled = await api.post(f"/api/calls/live/{channel}/transfer/cancel")
     assert cancelled.status_code == 202, cancelled.text
 
-    async def back_with_first() -> bool:
-        now = await live(api, channel)
-        return now["agent"] == first and not now["consultation"]
-
-    await wait_for(back_with_first, 20, what="the first agent back with the caller")
+    await with_agent(api, channel, first)
     assert (await team.state(second))["state"] in ("wrap_up", "available")
     assert (await call.finished()).ok
     record = await call_record(api, caller)
@@ -462,11 +466,7 @@ async def test_connected_callback_survives_a_controller_restart(
     asked = await call_record(api, caller)
     assert asked["outcome"] == "callback"
 
-    carrier = await asyncio.create_subprocess_exec(
-        "sipp", "-sf", str(SCENARIOS / "carrier_answers.xml"), "-m", "1", "-i", "127.0.0.1",
-        "-p", server.settings.trunk_contact.rsplit(":", 1)[1], "-mp", str(free_udp_port()),
-        "-nostdin", "-timeout", "120s", cwd=server.workdir,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    carrier = await carrier_answers(server)
     agent = await team.agent("evening", "culture=3")
     ari = AriClient(server.settings.ari_base_url, server.settings.ari_user,
                     server.settings.ari_secret())

@@ -40,7 +40,10 @@ def test_asterisk_config_renders_every_placeholder(tmp_path: Path) -> None:
     assert "match = 127.0.0.1\nmatch = 192.0.2.0/24" in rendered["pjsip.conf"]
     assert "bind = 127.0.0.1:5070" in rendered["pjsip.conf"]
     assert settings.ari_secret() in rendered["ari.conf"]
-    assert "Stasis(ivr,${EXTEN})" in rendered["extensions.conf"]
+    assert "Set(IVR_APPS=ivr)" in rendered["extensions.conf"]
+    two = template_values(load_settings(data_dir=tmp_path, project_dir=PROJECT, controllers=2))
+    assert "Set(IVR_APPS=ivr-1&ivr-2)" in render_template(
+        (TEMPLATES / "extensions.conf").read_text(), two, "extensions.conf")
     assert "bindaddr = 127.0.0.1" in rendered["http.conf"]  # ARI on loopback by default
 
 

@@ -16,6 +16,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from ivr.acd.agents import Agents
 from ivr.acd.core import Acd, acd_for
@@ -314,7 +315,13 @@ class Controller:
             for channel in channels
             if self._runs(channel.get("dialplan", {}))
         }
-        known = await self.store.channel_ids()
+        try:
+            known = await self.store.channel_ids()
+        except RedisError as exc:
+            # Calls this process already runs go on from memory; the rest wait for Redis (the
+            # next connection of the events socket looks again).
+            log.warning("recovery without Redis (%s): only calls in memory go on", exc)
+            known = set()
         callbacks = {run for run in known if run.startswith(CALLBACK_PREFIX)}
         known -= callbacks
         for channel_id, channel in in_stasis.items():
@@ -326,8 +333,10 @@ class Controller:
         for callback_id in callbacks - self.callbacks.keys():
             self._enqueue(callback_id, {"type": RECOVER_CALLBACK, "in_stasis": sorted(present)})
         orphans = await self._destroy_orphan_bridges()
-        agents = await self.agents.sync()
-        log.info("%d agents in Asterisk and Redis", agents)
+        try:
+            log.info("%d agents in Asterisk and Redis", await self.agents.sync())
+        except RedisError as exc:
+            log.warning("agents not synchronised (%s)", exc)
         log.info("recovered: %d calls in Stasis, %d ended while away, %d empty bridges removed",
                  len(in_stasis), len(known - in_stasis.keys()), orphans)
 
