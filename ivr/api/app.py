@@ -8,8 +8,10 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from ivr.api.auth import ensure_first_admin
-from ivr.api.routes import auth, calls, live, system
+from ivr.api.routes import auth, bot, calls, live, system
 from ivr.ari import AriClient
+from ivr.bot.knowledge import load_entries, seed_knowledge
+from ivr.bot.understand import Understanding
 from ivr.db import create_engine, init_schema, sessionmaker
 from ivr.dialplan.versions import DialplanVersions
 from ivr.redis_client import connect_redis
@@ -34,6 +36,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.sessions = sessions
         app.state.redis = connect_redis(settings, timeout=1.0)
         app.state.dialplans = DialplanVersions(sessions, app.state.redis)
+        await seed_knowledge(sessions, settings.knowledge_seed_path)
+        app.state.understanding = Understanding(await load_entries(sessions))
         app.state.ari = AriClient(settings.ari_base_url, settings.ari_user,
                                   settings.ari_secret(), timeout=2)
         try:
@@ -53,4 +57,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(auth.router)
     app.include_router(live.router)
     app.include_router(calls.router)
+    app.include_router(bot.router)
     return app

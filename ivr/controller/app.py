@@ -21,6 +21,7 @@ from redis.exceptions import RedisError
 from ivr.acd.agents import Agents
 from ivr.acd.core import Acd, acd_for
 from ivr.ari import AriClient, AriError, Event, EventStream, unless_gone
+from ivr.bot.service import Callbot
 from ivr.controller.base import AGENT_ASSIGNED, BRIDGE_PREFIX, CallServices
 from ivr.controller.call import Call
 from ivr.controller.callback import CALLBACK_PREFIX, CallbackRun
@@ -34,7 +35,7 @@ from ivr.settings import Settings
 log = logging.getLogger(__name__)
 
 # The first Stasis argument of the legs the controller dials itself.
-LEGS = ("agent", "citizen", "outside", "consult")
+LEGS = ("agent", "citizen", "outside", "consult", "snoop")
 
 # Synthetic events the controller puts in a channel's queue itself.
 RECOVER = "ControllerRecover"
@@ -55,7 +56,7 @@ def channel_of(event: Event) -> str | None:
 class Controller:
     def __init__(self, settings: Settings, redis: Redis, ari: AriClient,
                  records: CallRecords, dialplans: DialplanVersions, agents: Agents,
-                 acd: Acd) -> None:
+                 acd: Acd, callbot: Callbot) -> None:
         self.settings = settings
         self.store = CallStore(redis, settings.controller_id)
         self.acd = acd
@@ -72,6 +73,8 @@ class Controller:
             watch_leg=self.watch_leg,
             forget_leg=self.forget_leg,
             start_wrap_up=self.start_wrap_up,
+            callbot=callbot,
+            post=self._enqueue,
         )
         self.legs: dict[str, str] = {}  # an agent's leg -> the caller's channel
         self._dispatching: asyncio.Task[None] | None = None
@@ -416,8 +419,9 @@ async def run_controller(settings: Settings) -> None:
     ari = AriClient(settings.ari_base_url, settings.ari_user, settings.ari_secret(),
                     timeout=settings.ari_timeout)
     acd = acd_for(settings, redis)
+    callbot = await Callbot.start(settings, redis, sessions)  # a bad model setting stops here
     controller = Controller(settings, redis, ari, CallRecords(sessions), dialplans,
-                            Agents(sessions, ari, acd, [settings.stasis_app]), acd)
+                            Agents(sessions, ari, acd, [settings.stasis_app]), acd, callbot)
     log.info("controller %s: ARI %s, app %r", settings.controller_id,
              settings.ari_base_url, settings.stasis_app)
 

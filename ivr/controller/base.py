@@ -19,6 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ivr.acd.core import Acd
 from ivr.ari import AriClient, Event, unless_gone
+from ivr.bot.service import Callbot
 from ivr.controller.records import CallRecords
 from ivr.controller.state import CallState, check_move
 from ivr.controller.store import CallData, CallStore
@@ -76,6 +77,8 @@ class CallServices:
     watch_leg: Callable[[str, str], None]  # (agent leg, caller): route the leg's events here
     forget_leg: Callable[[str], None]
     start_wrap_up: Callable[[str], None]  # the agent's wrap-up time begins
+    callbot: Callbot
+    post: Callable[[str, Event], None]  # (channel id, event): into the call's queue, in order
 
     async def bridge(self, owner: str, channels: list[str]) -> str:
         """A new mixing bridge with these channels in it; its name tells which controller made
@@ -116,6 +119,10 @@ class CallBase:
 
     async def _enqueue(self, topic: str) -> None:
         """Put the caller in the queue of a topic (``queueing.py``)."""
+        raise NotImplementedError
+
+    async def _start_bot(self, topic: str) -> None:
+        """Hand the caller to the callbot for a topic (``bot.py``)."""
         raise NotImplementedError
 
     # --- Actions ------------------------------------------------------------------------------

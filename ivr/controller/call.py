@@ -45,6 +45,16 @@ from ivr.controller.base import (
     CallServices,
     now,
 )
+from ivr.controller.bot import (
+    BOT_ANSWER,
+    BOT_GOODBYE,
+    BOT_HANDOFF,
+    BOT_HEARD,
+    BOT_PROMPT,
+    BOT_SILENCE,
+    BOT_SPEECH,
+    Bot,
+)
 from ivr.controller.menus import Menus
 from ivr.controller.state import CallState
 from ivr.controller.store import CallData
@@ -56,10 +66,12 @@ from ivr.models import CallOutcome
 
 log = logging.getLogger(__name__)
 
+BOT_STEPS = (BOT_PROMPT, BOT_ANSWER, BOT_HANDOFF, BOT_GOODBYE)
 
-class Call(Menus, Transfers):
-    """A call: its menus (``menus.py``), its wait for an agent (``queueing.py``) and its
-    transfers (``transfers.py``) are the steps it inherits."""
+
+class Call(Menus, Bot, Transfers):
+    """A call: its menus (``menus.py``), the callbot (``bot.py``), its wait for an agent
+    (``queueing.py``) and its transfers (``transfers.py``) are the steps it inherits."""
 
     # --- The call's first event ---------------------------------------------------------------
 
@@ -191,6 +203,8 @@ class Call(Menus, Transfers):
             await self._end(CallOutcome.CALLBACK)
         elif step == GOODBYE:
             await self._end(CallOutcome.COMPLETED)
+        elif step in BOT_STEPS:
+            await self._bot_prompt_finished()
         elif step == NO_AGENTS:
             await self.services.acd.leave(self.channel_id)
             await self._end(CallOutcome.NO_AGENTS)
@@ -205,6 +219,9 @@ class Call(Menus, Transfers):
                     self.data.consult_channel):
             if leg:
                 self.services.watch_leg(leg, self.channel_id)
+        if self.data.state == CallState.WITH_BOT:
+            await self._bot_interrupted()  # the bot's ears died with the old controller
+            return
         if self.data.state == CallState.QUEUED:
             self.services.dispatch()
         if self.data.playback_id:
@@ -261,6 +278,14 @@ HANDLERS: dict[CallState, dict[str, Handler]] = {
         "PlaybackFinished": Call._prompt_finished,
         "ChannelDtmfReceived": Call._digit,
         MENU_TIMEOUT: Call._timeout,
+    },
+    CallState.WITH_BOT: {
+        "PlaybackFinished": Call._prompt_finished,
+        "PlaybackStarted": Call._answer_started,
+        "ChannelDtmfReceived": Call._bot_digit,
+        BOT_SPEECH: Call._speech_started,
+        BOT_HEARD: Call._heard,
+        BOT_SILENCE: Call._bot_silence,
     },
     CallState.QUEUED: {
         "PlaybackFinished": Call._prompt_finished,

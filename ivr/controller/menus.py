@@ -103,11 +103,11 @@ class Menus(CallBase):
             if action.language is not None:
                 self.data.language = action.language
             await self._enter_menu(action.menu)
-        elif action.queue is not None or action.bot is not None:
-            # The callbot is a later capability: until then its topic's agents take the call.
-            topic = action.queue or action.bot or "general"
-            self.data.path.append(f"{action.kind}:{topic}")
-            await self._enqueue(topic)
+        elif action.bot is not None:
+            await self._start_bot(action.bot)
+        elif action.queue is not None:
+            self.data.path.append(f"queue:{action.queue}")
+            await self._enqueue(action.queue)
         elif action.info is not None:
             self.data.pending = action.then.model_dump_json() if action.then else ""
             await self._play(INFO, list(action.info))

@@ -64,6 +64,7 @@ class CallRecords:
             agent=call.agent or None,
             queued_at=queued_at,
             callback_of=call.callback_of or None,
+            bot=call.bot.summary() if call.bot.topic else None,
             wait_seconds=round((waited_until - queued_at).total_seconds(), 2)
             if queued_at else None,
         )

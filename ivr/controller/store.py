@@ -27,6 +27,41 @@ def commands_channel(controller: str) -> str:
 
 
 @dataclass
+class BotState:
+    """What the callbot did on a call: kept with the call, summed up in its record."""
+
+    topic: str = ""  # the menu option's topic
+    mode: str = ""  # "speech", or "keypad" for a language with no recognizer
+    phase: str = ""  # what the caller's next words answer: question, confirm, keypad
+    skill: str = ""  # the queue to hand over to (the matched question's, or the topic)
+    transcript: list[str] = field(default_factory=list)
+    question_type: str = ""
+    confidence: float = 0.0
+    resolved: bool = False
+    handoff: str = ""  # why an agent took over
+    misses: int = 0  # not understood, or silence
+    barge_ins: int = 0
+    choices: list[str] = field(default_factory=list)  # the keypad version's question types
+    latencies_ms: list[float] = field(default_factory=list)  # end of speech -> answer audio
+    # Per utterance, the time of each stage: audio_s (what was said, up to the end of speech),
+    # recognize_s, understand_ms, speak_ms (rendering the answer), first_audio_ms (end of
+    # speech to the first audio of the answer).
+    stages: list[dict[str, float]] = field(default_factory=list)
+    heard_at: float = 0.0  # monotonic time of the last end of speech
+    snoop_channel: str = ""  # the caller's voice...
+    media_channel: str = ""  # ...sent to the bot as RTP
+    bridge_id: str = ""
+
+    def summary(self) -> dict[str, Any]:
+        """For the call record and the agent's screen."""
+        return {"topic": self.topic, "mode": self.mode, "transcript": self.transcript,
+                "question_type": self.question_type or None, "confidence": self.confidence,
+                "resolved": self.resolved, "handoff": self.handoff or None,
+                "latencies_ms": self.latencies_ms, "stages": self.stages,
+                "barge_ins": self.barge_ins}
+
+
+@dataclass
 class CallData:
     """What the server knows of one call in progress."""
 
@@ -68,12 +103,14 @@ class CallData:
     outcome: str = ""
     hangup_cause: str = ""
     path: list[str] = field(default_factory=list)  # the menu steps taken, "menu:digit"
+    bot: BotState = field(default_factory=BotState)
 
     def to_redis(self) -> dict[str, str]:
         values = asdict(self)
         values["state"] = str(self.state)
         values["path"] = json.dumps(self.path)
         values["menu_stack"] = json.dumps(self.menu_stack)
+        values["bot"] = json.dumps(values["bot"])
         return {key: str(value) if value is not None else "" for key, value in values.items()}
 
     @classmethod
@@ -82,6 +119,7 @@ class CallData:
         data["state"] = CallState(data.get("state", CallState.RINGING))
         data["path"] = json.loads(data.get("path") or "[]")
         data["menu_stack"] = json.loads(data.get("menu_stack") or "[]")
+        data["bot"] = BotState(**json.loads(data.get("bot") or "{}"))
         for number in ("dialplan_version", "retries", "timer_token"):
             data[number] = int(data.get(number) or 0)
         for optional in ("line", "district"):

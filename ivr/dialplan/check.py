@@ -39,6 +39,10 @@ from ivr.prompts import OFFICE, PromptTexts, parse_prompt_texts
 QUEUE_PROMPTS = ["connecting_agent", "no_agents", "queue_position", "callback_offer",
                  "callback_confirm"]
 
+# What a caller with the callbot may hear, in their language.
+BOT_PROMPTS = ["bot_greeting", "bot_confirm", "bot_clarify", "bot_handoff", "bot_goodbye",
+               "bot_keypad", "bot_keypad_choice"]
+
 # Played to a number that is not in service: before any language is chosen, in two.
 NOT_IN_SERVICE = ("not_in_service@ko", "not_in_service@en")
 
@@ -273,6 +277,8 @@ class _Checker:
             if topic not in self.plan.topics:
                 yield self.problem(file, (*path, action.kind), f"unknown topic {topic!r}")
             self._use_prompts(QUEUE_PROMPTS, language, file, path)
+        if action.bot is not None:
+            self._use_prompts(BOT_PROMPTS, language, file, path)
         if action.info is not None:
             self._use_prompts(action.info, language, file, (*path, "info"))
             if action.then is not None:

@@ -81,6 +81,19 @@ class RtpSink(asyncio.DatagramProtocol):
             await asyncio.sleep(gap)
 
 
+    async def say(self, payloads: list[bytes]) -> None:
+        """Speak: G.711 A-law payloads of 20 ms each, sent in real time."""
+        start = time.monotonic()
+        for number, payload in enumerate(payloads):
+            self._timestamp += 160
+            self._send(8, payload, number == 0, self._timestamp)
+            await asyncio.sleep(max(0.0, start + (number + 1) * 0.02 - time.monotonic()))
+
+    async def silence(self, seconds: float) -> None:
+        """The quiet of a line (A-law silence), so the other side hears the caller stop."""
+        await self.say([bytes([0xD5]) * 160] * int(seconds / 0.02))
+
+
 @dataclass
 class SippResult:
     returncode: int

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel
@@ -35,6 +35,8 @@ class CallOut(BaseModel):
     wait_seconds: float | None
     dialplan_version: int | None
     callback_of: str | None  # for a callback: the call that asked for it
+    bot: dict[str, Any] | None = None  # the callbot's transcript, question type, confidence,
+    # whether it resolved the call or why it handed over
 
 
 class CallEventOut(BaseModel):

@@ -39,6 +39,8 @@ class LiveCall(BaseModel):
     path: list[str]
     consultation: str = Field(description="the consultation going on: target, or ''")
     consultation_answered: bool
+    bot: dict[str, Any] = Field(description="what the callbot learnt: transcript, question "
+                                "type, confidence, why it handed over")
 
 
 class TransferIn(BaseModel):
@@ -87,7 +89,8 @@ async def live_call(request: Request, channel_id: str, principal: AnyRole) -> Li
         channel_id=call.channel_id, record_id=call.record_id, caller=call.caller, did=call.did,
         line=call.line, district=call.district, language=call.language, state=call.state,
         queue=call.queue, agent=call.agent, path=call.path,
-        consultation=call.consult_target, consultation_answered=call.step == CONSULTING)
+        consultation=call.consult_target, consultation_answered=call.step == CONSULTING,
+        bot=call.bot.summary() if call.bot.topic else {})
 
 
 async def _target(request: Request, call: CallData, body: TransferIn) -> str:

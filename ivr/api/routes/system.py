@@ -8,6 +8,7 @@ from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from ivr.api.health import check_parts
+from ivr.bot.service import bot_figures
 from ivr.controller.store import active_call_count, ended_call_counts
 
 router = APIRouter(tags=["system"])
@@ -38,4 +39,9 @@ async def metrics(request: Request) -> PlainTextResponse:
                       ["line", "outcome"], registry=registry)
         for (line, outcome), count in (await ended_call_counts(state.redis)).items():
             ended.labels(line=line, outcome=outcome).set(count)
+        bot = Gauge("ivr_bot", "The callbot's figures: calls, resolved, containment, hand-offs, "
+                    "recognition per second of audio, answer latency", ["figure"],
+                    registry=registry)
+        for figure, value in (await bot_figures(state.redis)).items():
+            bot.labels(figure=figure).set(value)
     return PlainTextResponse(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,179 @@
+"""The caller's voice as it reaches the bot: RTP from Asterisk's externalMedia channel, cut into
+utterances by voice activity.
+
+Asterisk sends the caller's audio (a snoop on the caller's channel, bridged with an
+externalMedia channel) as RTP with 16 kHz signed linear payload (``slin16``), in network byte
+order. ``Listener`` receives it on a UDP port of its own, turns it into 16-bit little-endian
+samples, and runs ``VoiceActivity`` on 20 ms frames: it says when the caller starts speaking
+(for barge-in) and hands over each utterance when the caller stops (end of speech).
+
+Voice activity is by energy against a noise floor that follows the line's background level, so
+it works on quiet and on noisy lines alike; what is said is the recognizer's job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from array import array
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+log = logging.getLogger(__name__)
+
+RATE = 16000  # samples per second the recognizers get
+FRAME_SAMPLES = RATE // 50  # 20 ms
+FRAME_BYTES = FRAME_SAMPLES * 2
+RTP_HEADER = 12
+
+
+@dataclass
+class VadSettings:
+    start_frames: int = 4  # 80 ms of voice: the caller is speaking (not a click)
+    end_silence_ms: int = 700  # this much quiet after speech: the utterance is over
+    pre_roll_ms: int = 200  # kept from before the start, so the first syllable is not cut
+    max_utterance_s: float = 15.0  # an utterance is cut here, whatever else happens
+    above_floor_db: float = 12.0  # voice is this much louder than the background
+    min_voice_db: float = 30.0  # and never quieter than this (dB of 16-bit RMS)
+
+
+@dataclass
+class Utterance:
+    audio: bytes  # 16 kHz, 16-bit little-endian mono
+    ended_at: float  # time.monotonic() when the end of speech was detected
+
+    @property
+    def seconds(self) -> float:
+        return len(self.audio) / 2 / RATE
+
+
+def level_db(frame: bytes) -> float:
+    """The RMS level of a frame of 16-bit samples, in dB (0 for silence, ~90 at full scale)."""
+    samples = array("h", frame)
+    if not samples:
+        return 0.0
+    power = sum(sample * sample for sample in samples) / len(samples)
+    return 10 * math.log10(power) if power > 1 else 0.0
+
+
+@dataclass
+class VoiceActivity:
+    """Frames in, speech starts and finished utterances out."""
+
+    settings: VadSettings = field(default_factory=VadSettings)
+    floor_db: float = 20.0
+    speaking: bool = False
+    _voiced_run: int = 0
+    _quiet_ms: int = 0
+    _pre_roll: deque[bytes] = field(default_factory=deque)
+    _utterance: list[bytes] = field(default_factory=list)
+
+    def feed(self, frame: bytes) -> tuple[bool, Utterance | None]:
+        """One 20 ms frame: (speech started now, the utterance that ended now or None)."""
+        settings = self.settings
+        level = level_db(frame)
+        voiced = level >= max(self.floor_db + settings.above_floor_db, settings.min_voice_db)
+        if not voiced and not self.speaking:
+            # The background: the floor follows it slowly, up or down.
+            self.floor_db += (level - self.floor_db) * 0.05
+        if not self.speaking:
+            self._pre_roll.append(frame)
+            while len(self._pre_roll) > settings.pre_roll_ms // 20:
+                self._pre_roll.popleft()
+            self._voiced_run = self._voiced_run + 1 if voiced else 0
+            if self._voiced_run >= settings.start_frames:
+                self.speaking = True
+                self._quiet_ms = 0
+                self._utterance = list(self._pre_roll)
+                self._pre_roll.clear()
+                return True, None
+            return False, None
+        self._utterance.append(frame)
+        self._quiet_ms = 0 if voiced else self._quiet_ms + 20
+        too_long = len(self._utterance) * 20 >= settings.max_utterance_s * 1000
+        if self._quiet_ms >= settings.end_silence_ms or too_long:
+            return False, self._finish()
+        return False, None
+
+    def _finish(self) -> Utterance:
+        self.speaking = False
+        self._voiced_run = 0
+        audio = b"".join(self._utterance)
+        self._utterance = []
+        return Utterance(audio, time.monotonic())
+
+
+def rtp_payload(packet: bytes) -> bytes:
+    """The payload of an RTP packet (header, CSRCs and extension skipped)."""
+    if len(packet) < RTP_HEADER or packet[0] >> 6 != 2:
+        return b""
+    offset = RTP_HEADER + 4 * (packet[0] & 0x0F)
+    if packet[0] & 0x10 and len(packet) >= offset + 4:  # header extension
+        offset += 4 + 4 * int.from_bytes(packet[offset + 2:offset + 4], "big")
+    payload = packet[offset:]
+    if packet[0] & 0x20 and payload:  # padding
+        payload = payload[:-payload[-1]]
+    return payload
+
+
+def network_to_native(payload: bytes) -> bytes:
+    """slin16 on the wire is big-endian; recognizers want little-endian samples."""
+    samples = array("h")
+    samples.frombytes(payload[: len(payload) // 2 * 2])
+    samples.byteswap()
+    return samples.tobytes()
+
+
+SpeechStarted = Callable[[], None]
+Heard = Callable[[Utterance], None]
+
+
+class Listener(asyncio.DatagramProtocol):
+    """One call's audio: a UDP port that Asterisk's externalMedia channel sends RTP to."""
+
+    def __init__(self, on_speech: SpeechStarted, on_utterance: Heard,
+                 settings: VadSettings | None = None) -> None:
+        self.vad = VoiceActivity(settings or VadSettings())
+        self.on_speech = on_speech
+        self.on_utterance = on_utterance
+        self.transport: asyncio.DatagramTransport | None = None
+        self.packets = 0
+        self.paused = False  # while the bot thinks: what is said then is not a question
+        self._pending = b""
+
+    @classmethod
+    async def open(cls, on_speech: SpeechStarted, on_utterance: Heard,
+                   settings: VadSettings | None = None) -> Listener:
+        loop = asyncio.get_running_loop()
+        _, listener = await loop.create_datagram_endpoint(
+            lambda: cls(on_speech, on_utterance, settings), local_addr=("127.0.0.1", 0))
+        return listener
+
+    @property
+    def address(self) -> str:
+        assert self.transport is not None
+        host, port = self.transport.get_extra_info("sockname")[:2]
+        return f"{host}:{port}"
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.packets += 1
+        self._pending += network_to_native(rtp_payload(data))
+        while len(self._pending) >= FRAME_BYTES:
+            frame, self._pending = self._pending[:FRAME_BYTES], self._pending[FRAME_BYTES:]
+            started, utterance = self.vad.feed(frame)
+            if self.paused:
+                continue
+            if started:
+                self.on_speech()
+            if utterance is not None:
+                self.on_utterance(utterance)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()

@@ -1,0 +1,121 @@
+"""What the controller's calls use of the callbot: the knowledge, the understanding, a
+recognizer per language, answers rendered to audio (cached), and the bot's figures.
+
+Built once per controller at start (``Callbot.start``): a recognizer that is configured but
+cannot be used stops the start with a message naming the setting, never an error mid-call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import cast
+
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from ivr.bot.audio import Utterance
+from ivr.bot.knowledge import Entry, load_entries, seed_knowledge
+from ivr.bot.recognizers import Recognizer, build_recognizers
+from ivr.bot.understand import Match, Understanding
+from ivr.prompts import Prompt, render
+from ivr.settings import Settings
+
+log = logging.getLogger(__name__)
+
+METRICS_KEY = "ivr:metrics:bot"
+LATENCIES_KEY = "ivr:metrics:bot:latency_ms"  # end of speech -> first audio of the answer
+KEEP_LATENCIES = 1000
+
+
+@dataclass
+class Heard:
+    """One utterance, recognized."""
+
+    text: str
+    audio_seconds: float
+    recognition_seconds: float
+    ended_at: float  # time.monotonic() at the end of speech
+
+
+@dataclass
+class Callbot:
+    settings: Settings
+    redis: Redis
+    entries: list[Entry]
+    recognizers: dict[str, Recognizer] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.understanding = Understanding(self.entries)
+        self.by_id = {entry.id: entry for entry in self.entries}
+
+    @classmethod
+    async def start(cls, settings: Settings, redis: Redis,
+                    sessions: async_sessionmaker[AsyncSession]) -> Callbot:
+        """Seed the knowledge base (entries it lacks), load it, and build the recognizers."""
+        added = await seed_knowledge(sessions, settings.knowledge_seed_path)
+        entries = await load_entries(sessions)
+        recognizers = await asyncio.to_thread(
+            build_recognizers, settings.bot_recognizer_choices(), settings.vosk_models(), entries)
+        log.info("callbot: %d question types (%d new), recognizers: %s", len(entries), added,
+                 ", ".join(f"{lang}={r.engine}" for lang, r in recognizers.items()) or "none")
+        return cls(settings, redis, entries, recognizers)
+
+    def hears(self, language: str) -> bool:
+        return language in self.recognizers
+
+    async def recognize(self, language: str, utterance: Utterance) -> Heard:
+        started = time.perf_counter()
+        text = await asyncio.to_thread(self.recognizers[language].recognize, utterance.audio)
+        took = time.perf_counter() - started
+        await self.redis.hincrbyfloat(METRICS_KEY, "audio_seconds", utterance.seconds)
+        await self.redis.hincrbyfloat(METRICS_KEY, "recognition_seconds", took)
+        return Heard(text, utterance.seconds, took, utterance.ended_at)
+
+    def understand(self, text: str, language: str) -> Match:
+        return self.understanding.match(text, language)
+
+    def entries_of(self, topic: str, limit: int = 5) -> list[Entry]:
+        """The question types of a topic, for the keypad version's list."""
+        return [entry for entry in self.entries if entry.topic == topic][:limit]
+
+    async def speak(self, text: str, language: str) -> str:
+        """A text of the moment (an answer) as media; renderings are cached by language and
+        text, so a repeated answer costs nothing."""
+        prompt = Prompt("bot", language, text)
+        path: Path = await asyncio.to_thread(render, prompt, self.settings.rendered_prompts_path,
+                                             self.settings.tts_engine)
+        return f"sound:{path}"
+
+    # --- Figures ------------------------------------------------------------------------------
+
+    async def count(self, what: str) -> None:
+        await self.redis.hincrby(METRICS_KEY, what, 1)
+
+    async def answer_latency(self, milliseconds: float) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.lpush(LATENCIES_KEY, round(milliseconds, 1))
+            pipe.ltrim(LATENCIES_KEY, 0, KEEP_LATENCIES - 1)
+            await pipe.execute()
+
+
+async def bot_figures(redis: Redis) -> dict[str, float]:
+    """The bot's figures so far: calls, resolved (containment), hand-offs and why, recognition
+    time per second of audio, and the answer latency (median, 95th percentile)."""
+    raw = cast(dict[str, str], await redis.hgetall(METRICS_KEY))
+    figures = {name: float(value) for name, value in raw.items()}
+    calls = figures.get("calls", 0.0)
+    figures["containment"] = figures.get("resolved", 0.0) / calls if calls else 0.0
+    audio = figures.get("audio_seconds", 0.0)
+    figures["recognition_per_audio_second"] = (
+        figures.get("recognition_seconds", 0.0) / audio if audio else 0.0)
+    latencies = sorted(float(v) for v in await redis.lrange(LATENCIES_KEY, 0, -1))
+    if latencies:
+        figures["answer_latency_ms_p50"] = statistics.median(latencies)
+        figures["answer_latency_ms_p95"] = latencies[min(len(latencies) - 1,
+                                                         int(len(latencies) * 0.95))]
+    return figures

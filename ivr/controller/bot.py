@@ -1,0 +1,305 @@
+"""A call with the callbot: it greets, listens, understands, answers from the knowledge base,
+asks whether that answered the question, and either closes the call as resolved or hands the
+caller to an agent queue with what it learnt (transcript, question type, confidence).
+
+The caller's voice reaches the bot through a snoop on the caller's channel (what the caller
+says, not what they hear) bridged with an externalMedia channel that sends RTP to the bot's
+``Listener``. Prompts and answers play on the caller's channel as in the menus, so the caller
+hears the bot while the bot hears only the caller. When the caller starts speaking while the
+bot talks, the bot stops (barge-in) and listens. Digits always work: 0 is an agent, and 1 or 2
+answer "did that answer your question?".
+
+A language with no recognizer gets the keypad version: the topic's questions are read out with
+a digit each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+
+from ivr.ari import Event, unless_gone
+from ivr.bot.audio import Listener, Utterance
+from ivr.controller.queueing import Queueing
+from ivr.controller.state import CallState
+from ivr.models import CallOutcome
+
+log = logging.getLogger(__name__)
+
+# Steps.
+BOT_PROMPT = "bot_prompt"  # the bot speaks (greeting, question, clarification): speech stops it
+BOT_ANSWER = "bot_answer"  # the bot reads an answer: speech stops it
+BOT_LISTENING = "bot_listening"  # waiting for the caller to speak or press a digit
+BOT_THINKING = "bot_thinking"  # recognizing and understanding what was said
+BOT_HANDOFF = "bot_handoff"  # "I'll connect you to an agent", then the queue
+BOT_GOODBYE = "bot_goodbye"  # resolved: goodbye, then the call ends
+
+# Synthetic events from the bot's listener and timers.
+BOT_SPEECH = "BotSpeechStarted"
+BOT_HEARD = "BotHeard"
+BOT_SILENCE = "BotSilence"
+
+# What the next thing the caller says (or presses) answers.
+QUESTION, CONFIRM, KEYPAD = "question", "confirm", "keypad"
+
+LISTEN_SECONDS = 10.0  # silence after a bot prompt before it asks again
+MAX_MISSES = 2  # not understood (or silent) this many times: an agent takes over
+YES = ("yes", "yeah", "yep", "thanks", "thank", "네", "예", "됐어요", "감사")
+NO = ("no", "nope", "not", "아니", "아뇨")
+
+
+def says(text: str, words: tuple[str, ...]) -> bool:
+    """Whether ``text`` holds one of ``words``: English as whole words, Korean as word starts
+    (네요, 아니요...)."""
+    said = text.lower().replace(".", " ").replace(",", " ").split()
+    return any(word == token or (not token.isascii() and word.startswith(token))
+               for word in said for token in words)
+
+
+class Bot(Queueing):
+    listener: Listener | None = None
+
+    async def _start_bot(self, topic: str) -> None:
+        bot = self.data.bot
+        bot.topic = topic
+        self.data.path.append(f"bot:{topic}")
+        await self._move(CallState.WITH_BOT)
+        await self.services.callbot.count("calls")
+        await self._timeline("bot", detail=topic)
+        if self.services.callbot.hears(self.data.language):
+            bot.mode = "speech"
+            await self._open_ears()
+            await self._bot_say(["bot_greeting"], QUESTION)
+        else:
+            await self._keypad_menu()
+
+    # --- The caller's voice: snoop -> bridge -> externalMedia -> Listener ---------------------
+
+    async def _open_ears(self) -> None:
+        channel = self.channel_id
+        post = self.services.post
+        self.listener = await Listener.open(
+            on_speech=lambda: post(channel, {"type": BOT_SPEECH}),
+            on_utterance=lambda heard: post(channel, {"type": BOT_HEARD, "utterance": heard}))
+        bot, app = self.data.bot, self.services.settings.stasis_app
+        bot.snoop_channel = f"snoop-{uuid.uuid4().hex}"
+        bot.media_channel = f"media-{uuid.uuid4().hex}"
+        for leg in (bot.snoop_channel, bot.media_channel):
+            self.services.watch_leg(leg, channel)
+        await self._save()
+        await self.ari.request("POST", f"/channels/{channel}/snoop", params={
+            "spy": "in", "app": app, "appArgs": f"snoop,{channel}",
+            "snoopId": bot.snoop_channel})
+        await self.ari.request("POST", "/channels/externalMedia", params={
+            "app": app, "external_host": self.listener.address, "format": "slin16",
+            "channelId": bot.media_channel})
+        bot.bridge_id = await self.services.bridge(
+            f"bot:{channel}", [bot.snoop_channel, bot.media_channel])
+        await self._save()
+
+    async def _close_ears(self) -> None:
+        bot = self.data.bot
+        if self.listener is not None:
+            self.listener.close()
+            self.listener = None
+        for leg in (bot.snoop_channel, bot.media_channel):
+            if leg:
+                self.services.forget_leg(leg)
+                with unless_gone():
+                    await self.ari.hangup(leg)
+        if bot.bridge_id:
+            with unless_gone():
+                await self.ari.destroy_bridge(bot.bridge_id)
+        bot.snoop_channel = bot.media_channel = bot.bridge_id = ""
+
+    # --- Speaking -----------------------------------------------------------------------------
+
+    async def _bot_say(self, prompts: list[str], then: str) -> None:
+        """A prompt of the bot; what the caller says next answers ``then``."""
+        self.data.bot.phase = then
+        self.data.bot.transcript.append(f"bot: [{' '.join(prompts)}]")
+        await self._play(BOT_PROMPT, prompts)
+
+    async def _bot_answer(self, text: str) -> None:
+        # What the caller says or presses from now on answers "did that answer it?" (a new
+        # question is still heard as one).
+        self.data.bot.phase = CONFIRM
+        self.data.bot.transcript.append(f"bot: {text}")
+        started = time.perf_counter()
+        media = await self.services.callbot.speak(text, self.data.language)
+        if self.data.bot.stages:
+            self.data.bot.stages[-1]["speak_ms"] = round((time.perf_counter() - started) * 1000,
+                                                         1)
+        await self._play_media(BOT_ANSWER, [media])
+
+    async def _bot_prompt_finished(self) -> None:
+        step = self.data.step
+        if step == BOT_ANSWER:
+            await self._bot_say(["bot_confirm"], CONFIRM)
+        elif step == BOT_PROMPT:
+            await self._listen()
+        elif step == BOT_HANDOFF:
+            await self._enqueue(self.data.bot.skill or self.data.bot.topic)
+        elif step == BOT_GOODBYE:
+            await self._end(CallOutcome.RESOLVED_BY_BOT)
+
+    async def _listen(self) -> None:
+        self.data.step = BOT_LISTENING
+        self.data.timer_token += 1
+        await self._save()
+        self.services.start_timer(self.channel_id, LISTEN_SECONDS,
+                                  {"type": BOT_SILENCE, "token": self.data.timer_token})
+
+    async def _answer_started(self, event: Event) -> None:
+        """The first audio of an answer: the time since the end of the caller's speech."""
+        heard_at = self.data.bot.heard_at
+        if self.data.step == BOT_ANSWER and heard_at and (
+                event.get("playback", {}).get("id") == self.data.playback_id):
+            latency = (time.monotonic() - heard_at) * 1000
+            self.data.bot.latencies_ms.append(round(latency, 1))
+            if self.data.bot.stages:
+                self.data.bot.stages[-1]["first_audio_ms"] = round(latency, 1)
+            self.data.bot.heard_at = 0.0
+            await self.services.callbot.answer_latency(latency)
+
+    # --- Listening ----------------------------------------------------------------------------
+
+    async def _speech_started(self, event: Event) -> None:
+        if self.data.step in (BOT_PROMPT, BOT_ANSWER):  # barge-in: the bot stops and listens
+            await self._stop_prompt()
+            await self._timeline("barge_in")
+            self.data.bot.barge_ins += 1
+            await self._listen()
+        elif self.data.step == BOT_LISTENING:
+            self.data.timer_token += 1  # the caller is speaking: no "are you there?"
+
+    async def _heard(self, event: Event) -> None:
+        if self.data.step not in (BOT_LISTENING, BOT_PROMPT, BOT_ANSWER):
+            return  # thinking about the last thing said, or already on the way out
+        utterance: Utterance = event["utterance"]
+        await self._stop_prompt()
+        self.data.step = BOT_THINKING
+        callbot = self.services.callbot
+        heard = await callbot.recognize(self.data.language, utterance)
+        bot = self.data.bot
+        bot.heard_at = heard.ended_at
+        stages = {"audio_s": round(heard.audio_seconds, 2),
+                  "recognize_s": round(heard.recognition_seconds, 3)}
+        bot.stages.append(stages)
+        bot.transcript.append(f"caller: {heard.text}")
+        log.info("call %s: bot heard %r (%.1f s of audio in %.2f s)", self.channel_id,
+                 heard.text, heard.audio_seconds, heard.recognition_seconds)
+        if bot.phase == CONFIRM and await self._confirmed(heard.text):
+            return
+        started = time.perf_counter()
+        match = callbot.understand(heard.text, self.data.language)
+        stages["understand_ms"] = round((time.perf_counter() - started) * 1000, 2)
+        if match.wants_agent:
+            # To the queue of the question asked before, or of the menu option chosen.
+            await self._hand_off("asked for an agent")
+        elif match.question_type is not None and match.answer:
+            bot.question_type, bot.confidence = match.question_type, round(match.confidence, 3)
+            bot.skill = match.skill or bot.topic
+            await self._timeline("bot_answer", detail=f"{match.question_type} "
+                                                      f"{match.confidence:.2f}")
+            await self._bot_answer(match.answer)
+        else:
+            if match.topic:
+                bot.skill = match.skill or match.topic
+            await self._not_understood()
+
+    async def _not_understood(self) -> None:
+        bot = self.data.bot
+        bot.misses += 1
+        if bot.misses >= MAX_MISSES:
+            await self._hand_off("not understood")
+        else:
+            await self._bot_say(["bot_clarify"], QUESTION)
+
+    async def _confirmed(self, text: str) -> bool:
+        """Yes or no to "did that answer your question?"; False if it was neither."""
+        if says(text, NO):
+            await self._hand_off("answer not enough")
+        elif says(text, YES):
+            await self._resolved()
+        else:
+            return False
+        return True
+
+    async def _bot_silence(self, event: Event) -> None:
+        if self.data.step == BOT_LISTENING and event.get("token") == self.data.timer_token:
+            await self._not_understood()
+
+    async def _bot_digit(self, event: Event) -> None:
+        digit = str(event.get("digit", ""))
+        bot = self.data.bot
+        if self.data.step in (BOT_THINKING, BOT_HANDOFF, BOT_GOODBYE) or not digit:
+            return
+        await self._stop_prompt()
+        bot.transcript.append(f"caller pressed {digit}")
+        if digit == "0":
+            await self._hand_off("pressed 0")
+        elif bot.phase == CONFIRM and digit in "12":
+            await (self._resolved() if digit == "1" else self._hand_off("answer not enough"))
+        elif bot.phase == KEYPAD and digit.isdigit() and 0 < int(digit) <= len(bot.choices):
+            entry = self.services.callbot.by_id[bot.choices[int(digit) - 1]]
+            bot.question_type, bot.confidence = entry.id, 1.0
+            bot.skill = entry.skill
+            await self._timeline("bot_answer", detail=f"{entry.id} keypad")
+            await self._bot_answer(entry.answer_in(self.data.language))
+        elif bot.phase == KEYPAD:
+            await self._keypad_menu()
+        else:
+            await self._listen()
+
+    # --- The keypad version -------------------------------------------------------------------
+
+    async def _keypad_menu(self) -> None:
+        """No recognizer for this language: the topic's questions, each with a digit."""
+        bot, callbot = self.data.bot, self.services.callbot
+        bot.mode = "keypad"
+        entries = callbot.entries_of(bot.topic, limit=5)
+        bot.choices = [entry.id for entry in entries]
+        language = self.data.language
+        questions = [(entry.phrasings.get(language) or entry.phrasings.get("en") or [entry.id])[0]
+                     for entry in entries]
+        choices = await asyncio.gather(*(
+            self._speak("bot_keypad_choice", question=question, digit=digit)
+            for digit, question in enumerate(questions, start=1)))  # rendered side by side
+        media = [self.plan.media("bot_keypad", language, self.data.did), *choices]
+        bot.phase = KEYPAD
+        await self._play_media(BOT_PROMPT, media)
+
+    # --- The end of the bot's part ------------------------------------------------------------
+
+    async def _resolved(self) -> None:
+        bot = self.data.bot
+        bot.resolved = True
+        await self.services.callbot.count("resolved")
+        await self._timeline("bot_resolved", detail=bot.question_type)
+        await self._close_ears()
+        await self._play(BOT_GOODBYE, ["bot_goodbye"])
+
+    async def _hand_off(self, reason: str) -> None:
+        bot = self.data.bot
+        bot.handoff = reason
+        await self.services.callbot.count("handed_off")
+        await self.services.callbot.count(f"handed_off:{reason}")
+        await self._timeline("bot_handoff", detail=reason)
+        await self._close_ears()
+        log.info("call %s: bot hands over (%s) to %s", self.channel_id, reason,
+                 bot.skill or bot.topic)
+        await self._play(BOT_HANDOFF, ["bot_handoff"])
+
+    async def _leave_queue_or_agent(self) -> None:
+        """The caller hung up: the bot's ears go with them."""
+        await self._close_ears()
+        await super()._leave_queue_or_agent()
+
+    async def _bot_interrupted(self) -> None:
+        """After a controller restart the bot's ears are gone: an agent takes the call."""
+        self.data.bot.handoff = "bot interrupted"
+        await self._close_ears()
+        await self._enqueue(self.data.bot.skill or self.data.bot.topic)

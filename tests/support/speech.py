@@ -1,0 +1,71 @@
+"""A caller's voice for tests: a question spoken by espeak-ng, as telephone audio.
+
+``spoken(text)`` renders the words at 8 kHz (what a caller's phone sends); ``alaw`` encodes
+them as G.711 A-law for RTP; ``write_pcap`` writes the RTP packets as a capture file, so the
+same voice can be replayed by SIPp (``play_pcap_audio``) or inspected with tshark.
+"""
+
+from __future__ import annotations
+
+import struct
+import subprocess
+import wave
+from array import array
+from pathlib import Path
+
+FRAME = 160  # 20 ms at 8 kHz
+
+
+def spoken(text: str, folder: Path, voice: str = "en-us", rate: int = 8000) -> bytes:
+    """16-bit little-endian mono samples of ``text`` said by espeak-ng, at ``rate``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    raw = folder / f"say-{abs(hash((text, voice)))}.wav"
+    converted = raw.with_suffix(f".{rate}.wav")
+    subprocess.run(["espeak-ng", "-v", voice, "-s", "150", "-w", str(raw), text], check=True)
+    subprocess.run(["sox", str(raw), "-r", str(rate), "-c", "1", "-b", "16", str(converted)],
+                   check=True)
+    with wave.open(str(converted)) as audio:
+        return bytes(audio.readframes(audio.getnframes()))
+
+
+def _alaw_sample(sample: int) -> int:
+    sign = 0x80 if sample >= 0 else 0
+    magnitude = min(abs(sample), 32635) >> 3 if sample >= 0 else min(-sample - 1, 32635) >> 3
+    if magnitude < 32:
+        code = magnitude >> 1
+    else:
+        exponent = magnitude.bit_length() - 5
+        code = (exponent << 4) | ((magnitude >> exponent) & 0x0F)
+    return (code | sign) ^ 0x55
+
+
+_ALAW = bytes(_alaw_sample(value) for value in range(-32768, 32768))
+
+
+def alaw(samples: bytes) -> bytes:
+    """G.711 A-law of 16-bit little-endian samples."""
+    values = array("h", samples)
+    return bytes(_ALAW[value + 32768] for value in values)
+
+
+def frames(payload: bytes) -> list[bytes]:
+    """20 ms RTP payloads (the last one padded with A-law silence)."""
+    chunks = [payload[i:i + FRAME] for i in range(0, len(payload), FRAME)]
+    if chunks and len(chunks[-1]) < FRAME:
+        chunks[-1] += bytes([0xD5]) * (FRAME - len(chunks[-1]))
+    return chunks
+
+
+def write_pcap(payloads: list[bytes], path: Path, port: int = 6000) -> Path:
+    """The payloads as RTP (PCMA, 20 ms apart) in UDP/IPv4 packets of a pcap file."""
+    out = bytearray(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+    for number, payload in enumerate(payloads):
+        rtp = struct.pack("!BBHII", 0x80, 8, number & 0xFFFF, number * FRAME, 0x5EED) + payload
+        udp = struct.pack("!HHHH", port, port, 8 + len(rtp), 0) + rtp
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), number & 0xFFFF, 0, 64, 17,
+                         0, bytes([127, 0, 0, 1]), bytes([127, 0, 0, 1])) + udp
+        ethernet = b"\x00" * 12 + b"\x08\x00" + ip
+        seconds, micros = divmod(number * 20_000, 1_000_000)
+        out += struct.pack("<IIII", seconds, micros, len(ethernet), len(ethernet)) + ethernet
+    path.write_bytes(bytes(out))
+    return path
