@@ -27,9 +27,14 @@ def _run(_: argparse.Namespace) -> int:
 
 
 def _controller(_: argparse.Namespace) -> int:
+    from ivr.bot.recognizers import RecognizerError
     from ivr.controller.app import run_controller
 
-    asyncio.run(run_controller(load_settings()))
+    try:
+        asyncio.run(run_controller(load_settings()))
+    except RecognizerError as exc:  # a setting to fix, not a crash: say which
+        print(f"ivr controller: the callbot cannot start: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
