@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from ivr.api.auth import ensure_first_admin
-from ivr.api.routes import auth, bot, calls, live, system
+from ivr.api.routes import auth, bot, calls, dialplans, live, system
 from ivr.ari import AriClient
 from ivr.bot.knowledge import load_entries, seed_knowledge
 from ivr.bot.understand import Understanding
@@ -58,4 +58,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(live.router)
     app.include_router(calls.router)
     app.include_router(bot.router)
+    app.include_router(dialplans.router)
     return app

@@ -211,10 +211,15 @@ class Bot(Queueing):
             await self._not_understood()
 
     async def _not_understood(self) -> None:
+        """Not understood, or nothing said: ask once more (the same way), then hand over."""
         bot = self.data.bot
         bot.misses += 1
         if bot.misses >= MAX_MISSES:
             await self._hand_off("not understood")
+        elif bot.phase == KEYPAD:
+            await self._keypad_menu()
+        elif bot.phase == CONFIRM:
+            await self._bot_say(["bot_confirm"], CONFIRM)
         else:
             await self._bot_say(["bot_clarify"], QUESTION)
 
