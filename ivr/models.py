@@ -197,3 +197,24 @@ class AuditEntry(Base):
         return {"id": self.id, "at": as_utc(self.at), "username": self.username,
                 "role": self.role, "action": self.action, "target": self.target,
                 "detail": self.detail}
+
+
+class ConsultationRecord(Base):
+    """What the agent wrote about a call (in wrap-up): category, notes, how it ended."""
+
+    __tablename__ = "consultation_records"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    call_id: Mapped[str] = mapped_column(String(32), index=True)  # the call record
+    agent: Mapped[str] = mapped_column(String(64), index=True)
+    category: Mapped[str] = mapped_column(String(64))  # a topic id, or a finer category
+    notes: Mapped[str] = mapped_column(Text, default="")
+    resolution: Mapped[str] = mapped_column(String(32))  # resolved, transferred, ...
+    question_type: Mapped[str | None] = mapped_column(String(64), default=None)
+    written_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "call_id": self.call_id, "agent": self.agent,
+                "category": self.category, "notes": self.notes,
+                "resolution": self.resolution, "question_type": self.question_type,
+                "written_at": as_utc(self.written_at)}

@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
 from ivr.api.auth import ensure_first_admin
-from ivr.api.routes import auth, bot, calls, dialplans, live, system
+from ivr.api.routes import (
+    agents,
+    audit,
+    auth,
+    bot,
+    calls,
+    desk,
+    dialplans,
+    knowledge,
+    live,
+    prompts,
+    system,
+    users,
+    wallboard,
+)
 from ivr.ari import AriClient
 from ivr.bot.knowledge import load_entries, seed_knowledge
 from ivr.bot.understand import Understanding
@@ -38,6 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.dialplans = DialplanVersions(sessions, app.state.redis)
         await seed_knowledge(sessions, settings.knowledge_seed_path)
         app.state.understanding = Understanding(await load_entries(sessions))
+        app.state.knowledge_lock = asyncio.Lock()  # knowledge edits rebuild it one at a time
         app.state.ari = AriClient(settings.ari_base_url, settings.ari_user,
                                   settings.ari_secret(), timeout=2)
         try:
@@ -56,7 +72,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(system.router)
     app.include_router(auth.router)
     app.include_router(live.router)
+    app.include_router(wallboard.router)  # before calls: /api/calls/live is not a call id
     app.include_router(calls.router)
+    app.include_router(desk.router)
     app.include_router(bot.router)
+    app.include_router(knowledge.router)
+    app.include_router(agents.router)
     app.include_router(dialplans.router)
+    app.include_router(prompts.router)
+    app.include_router(users.router)
+    app.include_router(audit.router)
     return app

@@ -2,7 +2,11 @@
 
 It starts from ``knowledge/seed.yaml`` (format in its header) and lives in SQL, where admins
 edit it. Seeding only adds the question types the database does not have yet, so an edit made
-by an admin is never overwritten by a newer seed file.
+by an admin is never overwritten by a newer seed file, and a question type an admin deleted is
+remembered (``knowledge_deleted``) so that the seed does not bring it back.
+
+Each change through the API increments ``ivr:knowledge:version`` in Redis: the controllers'
+callbots compare it with the version they loaded and reload when it moved.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from redis.asyncio import Redis
 from sqlalchemy import JSON, String, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -27,6 +32,9 @@ log = logging.getLogger(__name__)
 
 # What every answer must exist in: the main line's language and the fallback of the others.
 REQUIRED_ANSWER_LANGUAGES = ("ko", "en")
+
+# Incremented at every change of the knowledge base, so that callbots know to reload it.
+VERSION_KEY = "ivr:knowledge:version"
 
 
 class KnowledgeError(Exception):
@@ -116,6 +124,26 @@ class KnowledgeEntry(Base):
                      phrasings=self.phrasings, answer=self.answers)
 
 
+class KnowledgeDeleted(Base):
+    """A question type an admin deleted: the seed must not add it again at the next start."""
+
+    __tablename__ = "knowledge_deleted"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    deleted_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+async def knowledge_version(redis: Redis) -> int:
+    """The knowledge base's version in Redis (0 before its first change)."""
+    value = await redis.get(VERSION_KEY)
+    return int(value) if value is not None else 0
+
+
+async def bump_knowledge_version(redis: Redis) -> int:
+    """Tell the callbots that the knowledge base changed; returns the new version."""
+    return int(await redis.incr(VERSION_KEY))
+
+
 def menu_topics(menus_file: Path) -> list[str]:
     """The topic ids of the dialplan (``topics:`` in menus.yaml): what topic and skill may be."""
     source = read(menus_file)
@@ -186,13 +214,16 @@ async def seed_knowledge(sessions: async_sessionmaker[AsyncSession], path: Path,
                          topics: Collection[str] | None = None) -> int:
     """Add the entries of the seed file that the database does not have; returns how many.
 
-    Entries already there are left as they are (an admin may have edited them).
+    Entries already there are left as they are (an admin may have edited them), and so are
+    entries an admin deleted: they stay deleted.
     """
     entries = load_seed(path, topics)
     for attempt in range(3):
         async with sessions() as session:
             existing = set((await session.scalars(select(KnowledgeEntry.id))).all())
-            new = [entry for entry in entries if entry.id not in existing]
+            deleted = set((await session.scalars(select(KnowledgeDeleted.id))).all())
+            new = [entry for entry in entries
+                   if entry.id not in existing and entry.id not in deleted]
             session.add_all(KnowledgeEntry.from_entry(entry) for entry in new)
             try:
                 await session.commit()

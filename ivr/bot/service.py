@@ -3,6 +3,7 @@ recognizer per language, answers rendered to audio (cached), and the bot's figur
 
 Built once per controller at start (``Callbot.start``): a recognizer that is configured but
 cannot be used stops the start with a message naming the setting, never an error mid-call.
+Admins' edits of the knowledge base reach it through ``Callbot.refresh``.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ from pathlib import Path
 from typing import cast
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ivr.bot.audio import Utterance
-from ivr.bot.knowledge import Entry, load_entries, seed_knowledge
+from ivr.bot.knowledge import Entry, knowledge_version, load_entries, seed_knowledge
 from ivr.bot.recognizers import Recognizer, build_recognizers
 from ivr.bot.understand import Match, Understanding
 from ivr.prompts import Prompt, render
@@ -48,6 +51,9 @@ class Callbot:
     redis: Redis
     entries: list[Entry]
     recognizers: dict[str, Recognizer] = field(default_factory=dict)
+    sessions: async_sessionmaker[AsyncSession] | None = None  # where the entries come from
+    knowledge_version: int = 0  # ivr:knowledge:version when the entries were loaded
+    _reloading: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.understanding = Understanding(self.entries)
@@ -58,12 +64,45 @@ class Callbot:
                     sessions: async_sessionmaker[AsyncSession]) -> Callbot:
         """Seed the knowledge base (entries it lacks), load it, and build the recognizers."""
         added = await seed_knowledge(sessions, settings.knowledge_seed_path)
+        # Read before loading: an edit made meanwhile then shows as a newer version.
+        version = await knowledge_version(redis)
         entries = await load_entries(sessions)
         recognizers = await asyncio.to_thread(
             build_recognizers, settings.bot_recognizer_choices(), settings.vosk_models(), entries)
         log.info("callbot: %d question types (%d new), recognizers: %s", len(entries), added,
                  ", ".join(f"{lang}={r.engine}" for lang, r in recognizers.items()) or "none")
-        return cls(settings, redis, entries, recognizers)
+        return cls(settings, redis, entries, recognizers, sessions=sessions,
+                   knowledge_version=version)
+
+    async def refresh(self, sessions: async_sessionmaker[AsyncSession] | None = None) -> bool:
+        """Reload the knowledge base if it changed since it was loaded (its version in Redis
+        moved); returns True if it was reloaded. Cheap when nothing changed: one Redis GET.
+
+        Never fails a call: if Redis or SQL cannot be read, the bot keeps what it has. The
+        recognizers are not rebuilt (PocketSphinx's English grammar keeps its phrasings).
+        """
+        sessions = sessions or self.sessions
+        if sessions is None:
+            raise ValueError("the callbot has no database to reload its knowledge from")
+        try:
+            if await knowledge_version(self.redis) == self.knowledge_version:
+                return False
+            async with self._reloading:  # calls starting together reload once
+                # Again: another call may have reloaded while this one waited.
+                version = await knowledge_version(self.redis)
+                if version == self.knowledge_version:
+                    return False
+                entries = await load_entries(sessions)
+                understanding = await asyncio.to_thread(Understanding, entries)
+                self.entries = entries
+                self.understanding = understanding
+                self.by_id = {entry.id: entry for entry in entries}
+                self.knowledge_version = version
+        except (RedisError, SQLAlchemyError) as exc:
+            log.warning("knowledge base not reloaded (%s): the callbot keeps what it has", exc)
+            return False
+        log.info("callbot: knowledge base version %d, %d question types", version, len(entries))
+        return True
 
     def hears(self, language: str) -> bool:
         return language in self.recognizers

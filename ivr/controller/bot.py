@@ -66,6 +66,7 @@ class Bot(Queueing):
         bot.topic = topic
         self.data.path.append(f"bot:{topic}")
         await self._move(CallState.WITH_BOT)
+        await self.services.callbot.refresh()  # an admin's edit reaches the next bot call
         await self.services.callbot.count("calls")
         await self._timeline("bot", detail=topic)
         if self.services.callbot.hears(self.data.language):
@@ -249,7 +250,10 @@ class Bot(Queueing):
         elif bot.phase == CONFIRM and digit in "12":
             await (self._resolved() if digit == "1" else self._hand_off("answer not enough"))
         elif bot.phase == KEYPAD and digit.isdigit() and 0 < int(digit) <= len(bot.choices):
-            entry = self.services.callbot.by_id[bot.choices[int(digit) - 1]]
+            entry = self.services.callbot.by_id.get(bot.choices[int(digit) - 1])
+            if entry is None:  # deleted by an admin while the list was read: read it again
+                await self._keypad_menu()
+                return
             bot.question_type, bot.confidence = entry.id, 1.0
             bot.skill = entry.skill
             await self._timeline("bot_answer", detail=f"{entry.id} keypad")

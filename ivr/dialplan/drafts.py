@@ -9,7 +9,9 @@ files back and publishes them again.
 from __future__ import annotations
 
 import difflib
+import json
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -83,3 +85,35 @@ def diff(old: dict[str, str], new: dict[str, str]) -> str:
             old.get(name, "").splitlines(keepends=True), new.get(name, "").splitlines(
                 keepends=True), fromfile=f"live/{name}", tofile=f"draft/{name}")
     return "".join(lines)
+
+
+def set_prompt_text(prompts_yaml: str, prompt_id: str, language: str, text: str,
+                    speak: str = "") -> str:
+    """``prompts.yaml`` with one prompt's text in one language replaced (or added), the rest of
+    the file (comments, order, other texts) as it was."""
+    lines = prompts_yaml.splitlines(keepends=True)
+    start = next((n for n, line in enumerate(lines)
+                  if re.fullmatch(rf"  {re.escape(prompt_id)}:\s*", line.rstrip("\n"))), None)
+    if start is None:
+        raise UnknownFile(f"no prompt {prompt_id!r} in {PROMPTS_FILE}")
+    end = start + 1  # the block: lines indented deeper than the prompt id, and blank lines
+    while end < len(lines) and (not lines[end].strip() or _indent(lines[end]) > 2):
+        end += 1
+    while end > start + 1 and not lines[end - 1].strip():
+        end -= 1  # blank lines after the block stay where they are
+    value = json.dumps(text, ensure_ascii=False)  # a JSON string is a YAML string
+    if speak:
+        value = f"{{text: {value}, speak: {json.dumps(speak, ensure_ascii=False)}}}"
+    new_line = f"    {language}: {value}\n"
+    first = next((n for n in range(start + 1, end)
+                  if re.match(rf"    {re.escape(language)}:", lines[n])), None)
+    if first is None:
+        return "".join([*lines[:end], new_line, *lines[end:]])
+    last = first + 1  # a text may go on over several lines (">-", or a mapping)
+    while last < end and lines[last].strip() and _indent(lines[last]) > 4:
+        last += 1
+    return "".join([*lines[:first], new_line, *lines[last:]])
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip(" "))

@@ -29,7 +29,7 @@ Admin = Annotated[Principal, Depends(require_roles(Role.ADMIN))]
 Viewer = Annotated[Principal, Depends(require_roles(Role.ADMIN, Role.SUPERVISOR))]
 
 # One edit or publication at a time: each checks the working copy as a whole.
-_lock = asyncio.Lock()
+working_copy_lock = asyncio.Lock()
 
 
 class ProblemOut(BaseModel):
@@ -85,7 +85,7 @@ def _check_out(result: CheckResult) -> CheckOut:
     return CheckOut(ok=result.ok, problems=_problems(result.problems), warnings=result.warnings)
 
 
-def _refused(problems: list[Problem]) -> HTTPException:
+def refused(problems: list[Problem]) -> HTTPException:
     return HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, detail={
         "message": "refused: the live dialplan is unchanged",
         "problems": [p.model_dump() for p in _problems(problems)]})
@@ -110,13 +110,13 @@ async def files(request: Request, principal: Viewer) -> dict[str, str]:
             summary="Replace a file of the working copy (refused if the dialplan would break)")
 async def put_file(request: Request, name: str, body: FileIn, principal: Admin) -> CheckOut:
     settings = request.app.state.settings
-    async with _lock:
+    async with working_copy_lock:
         try:
             result = await asyncio.to_thread(drafts.write, settings, {name: body.text})
         except drafts.UnknownFile as exc:
             raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
     if not result.ok:
-        raise _refused(result.problems)
+        raise refused(result.problems)
     await record_change(request, principal, "dialplan.edit", name,
                         {"bytes": len(body.text.encode())})
     return _check_out(result)
@@ -143,12 +143,12 @@ async def diff(request: Request, principal: Viewer) -> dict[str, object]:
              summary="Make the working copy live (the next call takes it)")
 async def publish(request: Request, body: PublishIn, principal: Admin) -> PublishOut:
     state = request.app.state
-    async with _lock:
+    async with working_copy_lock:
         try:
             published = await state.dialplans.publish_files(state.settings, principal.username,
                                                             body.note)
         except DialplanRefused as exc:
-            raise _refused(exc.problems) from exc
+            raise refused(exc.problems) from exc
     if published.created:
         await record_change(request, principal, "dialplan.publish",
                             f"version {published.dialplan.version}", {"note": body.note})
@@ -190,10 +190,10 @@ async def rollback(request: Request, version: int, body: RollbackIn,
         raise HTTPException(status.HTTP_409_CONFLICT,
                             "the working copy has unpublished edits: publish them first, or "
                             "roll back with discard_draft: true")
-    async with _lock:
+    async with working_copy_lock:
         result = await asyncio.to_thread(drafts.write, state.settings, dict(row.sources))
         if not result.ok:  # an old version that no longer fits (e.g. a prompt file changed)
-            raise _refused(result.problems)
+            raise refused(result.problems)
         note = body.note or f"rollback to version {version}"
         published = await state.dialplans.publish_files(state.settings, principal.username,
                                                         note)
