@@ -15,6 +15,12 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def start_of_today() -> datetime:
+    """Midnight of today in the server's time zone (as UTC): "today" in figures."""
+    now = datetime.now(UTC).astimezone()
+    return now.replace(hour=0, minute=0, second=0, microsecond=0).astimezone(UTC)
+
+
 def aware(moment: datetime) -> datetime:
     """SQLite gives back naive datetimes: they were stored in UTC."""
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

@@ -19,14 +19,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from ivr.acd.core import PREFIX, Acd, call_key, queue_key
 from ivr.bot.service import bot_figures
 from ivr.controller.store import CallData
-from ivr.models import CallOutcome, CallRecord, aware
+from ivr.models import CallOutcome, CallRecord, aware, start_of_today
 
 SERVICE_LEVEL_SECONDS = 15.0
-
-
-def _start_of_today() -> datetime:
-    now = datetime.now(UTC).astimezone()
-    return now.replace(hour=0, minute=0, second=0, microsecond=0).astimezone(UTC)
 
 
 async def live_calls(redis: Redis) -> list[dict[str, Any]]:
@@ -80,7 +75,7 @@ async def _agents(redis: Redis, now_ms: int) -> list[dict[str, Any]]:
 
 async def _today(sessions: async_sessionmaker[AsyncSession],
                  queues: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    since = _start_of_today()
+    since = start_of_today()
     async with sessions() as session:
         records = (await session.scalars(
             select(CallRecord).where(CallRecord.started_at >= since))).all()

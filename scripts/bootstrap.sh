@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(redis-server sip-tester baresip espeak-ng sox debootstrap ca-certificates)
+packages=(redis-server sip-tester baresip espeak-ng sox libsox-fmt-mp3 chromium debootstrap ca-certificates)
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \

@@ -100,6 +100,24 @@ def server(tmp_path_factory: pytest.TempPathFactory,
         stop_stack(server, print_log=bool(request.session.testsfailed))
 
 
+@contextlib.contextmanager
+def another_stack(base: Path, shift: int, settings: dict[str, str],
+                  print_log: Callable[[], bool]) -> Iterator[Server]:
+    """A stack of a test module's own, beside the session's: every port ``shift`` higher
+    (RTP ten times that), with these settings on top of the tests' ones."""
+    ports = {key: str(int(value) + shift) for key, value in TEST_ENV.items()
+             if key.endswith("_PORT")}
+    env = {**os.environ, **TEST_ENV, **ports,
+           "IVR_RTP_START": str(int(TEST_ENV["IVR_RTP_START"]) + shift * 10),
+           "IVR_RTP_END": str(int(TEST_ENV["IVR_RTP_END"]) + shift * 10), **settings}
+    env.update(stack_env(base, env))
+    server = start_stack(base, env)
+    try:
+        yield server
+    finally:
+        stop_stack(server, print_log=print_log())
+
+
 def stack_env(base: Path, ports: dict[str, str]) -> dict[str, str]:
     """The environment of a test stack in ``base``: its own data, dialplans and prompts."""
     # The tests edit and publish dialplans: they work on a copy of the shipped ones.

@@ -510,3 +510,41 @@ async def test_connected_callback_survives_a_controller_restart(
         return (await team.state(agent))["state"] in ("wrap_up", "available")
 
     await wait_for(agent_free, 20, what="the agent free again")
+
+
+async def test_supervisor_listens_in_from_a_softphone(
+        server: Server, api: httpx.AsyncClient, team: Team) -> None:
+    agent = await team.agent("heard", "water=5")
+    supervisor = await team.agent("boss", "general=1", log_in=False)  # never offered calls
+    caller, call = await call_in(server, "121", [Press("1", 2.0)], talk=20)
+    channel = await talking(team, caller)
+    refused = await api.post(f"/api/calls/live/{channel}/listen", json={"endpoint": "nobody"})
+    assert refused.status_code == 404
+    response = await api.post(f"/api/calls/live/{channel}/listen",
+                              json={"endpoint": supervisor})
+    assert response.status_code == 202, response.text
+
+    ari = AriClient(server.settings.ari_base_url, server.settings.ari_user,
+                    server.settings.ari_secret())
+    try:
+        async def listening() -> bool:
+            for bridge in await ari.bridges():
+                if ":listen:" in bridge["name"] and len(bridge["channels"]) == 2:
+                    phone = next(c for c in bridge["channels"] if c.startswith("supervisor-"))
+                    return bool((await ari.request("GET", f"/channels/{phone}"))["state"]
+                                == "Up")
+            return False
+
+        await wait_for(listening, 20, what="the supervisor's phone listening in")
+        assert (await live_call(team, caller))["agent"] == agent  # nothing changed for them
+        assert (await call.finished()).ok
+
+        async def hung_up() -> bool:
+            return not any(c["id"].startswith(("supervisor-", "listen-"))
+                           for c in await ari.channels())
+
+        await wait_for(hung_up, 20, what="the supervisor's leg gone with the call")
+    finally:
+        await ari.close()
+    record = await call_record(api, caller)
+    assert ("listen", "") in await timeline(api, record)

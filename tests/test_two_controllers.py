@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
@@ -20,15 +19,7 @@ from typing import Any
 import pytest
 
 from ivr.redis_client import connect_redis
-from tests.conftest import (
-    TEST_ENV,
-    Server,
-    admin_client,
-    stack_env,
-    start_stack,
-    stop_stack,
-    wait_for,
-)
+from tests.conftest import Server, admin_client, another_stack, wait_for
 from tests.support.scenario import Press, info_caller
 from tests.support.sip import free_udp_port
 from tests.support.team import Team, team_of
@@ -41,21 +32,12 @@ SHIFT = 400  # this stack's ports: the session stack's plus this
 @pytest.fixture(scope="module")
 def crowd_stack(tmp_path_factory: pytest.TempPathFactory,
                 request: pytest.FixtureRequest) -> Iterator[Server]:
-    base = tmp_path_factory.mktemp("two-controllers")
-    ports = {key: str(int(value) + SHIFT) for key, value in TEST_ENV.items()
-             if key.endswith("_PORT")}
-    env = {**os.environ, **TEST_ENV, **ports,
-           "IVR_RTP_START": str(int(TEST_ENV["IVR_RTP_START"]) + 4000),
-           "IVR_RTP_END": str(int(TEST_ENV["IVR_RTP_END"]) + 4000),
-           "IVR_CONTROLLERS": "2",
-           "IVR_TRUNK_CONTACT": "",  # no calls out: callers are answered or give up
-           "IVR_QUEUE_ANNOUNCE_SECONDS": "20"}
-    env.update(stack_env(base, env))
-    server = start_stack(base, env)
-    try:
+    settings = {"IVR_CONTROLLERS": "2",
+                "IVR_TRUNK_CONTACT": "",  # no calls out: callers are answered or give up
+                "IVR_QUEUE_ANNOUNCE_SECONDS": "20"}
+    with another_stack(tmp_path_factory.mktemp("two-controllers"), SHIFT, settings,
+                       lambda: bool(request.session.testsfailed)) as server:
         yield server
-    finally:
-        stop_stack(server, print_log=bool(request.session.testsfailed))
 
 
 @pytest.fixture

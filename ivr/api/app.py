@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 
 from ivr.api.auth import ensure_first_admin
 from ivr.api.routes import (
@@ -32,6 +33,7 @@ from ivr.dialplan.versions import DialplanVersions
 from ivr.redis_client import connect_redis
 from ivr.secrets import load_settings
 from ivr.settings import Settings
+from ivr.web import STATIC
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -82,4 +84,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(prompts.router)
     app.include_router(users.router)
     app.include_router(audit.router)
+    # The pages last: every path no route above takes is a file of the web pages.
+    app.mount("/", StaticFiles(directory=STATIC, html=True), name="web")
     return app

@@ -121,6 +121,10 @@ class CallBase:
         """Put the caller in the queue of a topic (``queueing.py``)."""
         raise NotImplementedError
 
+    async def _leave_queue_or_agent(self) -> None:
+        """The caller hung up: set free what the call held (``queueing.py`` and the steps
+        that add to it)."""
+
     async def _start_bot(self, topic: str) -> None:
         """Hand the caller to the callbot for a topic (``bot.py``)."""
         raise NotImplementedError

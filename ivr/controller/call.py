@@ -55,6 +55,7 @@ from ivr.controller.bot import (
     BOT_SPEECH,
     Bot,
 )
+from ivr.controller.listen import LISTEN, Listening
 from ivr.controller.menus import Menus
 from ivr.controller.state import CallState
 from ivr.controller.store import CallData
@@ -69,9 +70,10 @@ log = logging.getLogger(__name__)
 BOT_STEPS = (BOT_PROMPT, BOT_ANSWER, BOT_HANDOFF, BOT_GOODBYE)
 
 
-class Call(Menus, Bot, Transfers):
+class Call(Listening, Menus, Bot, Transfers):
     """A call: its menus (``menus.py``), the callbot (``bot.py``), its wait for an agent
-    (``queueing.py``) and its transfers (``transfers.py``) are the steps it inherits."""
+    (``queueing.py``), its transfers (``transfers.py``) and supervisors listening in
+    (``listen.py``) are the steps it inherits."""
 
     # --- The call's first event ---------------------------------------------------------------
 
@@ -299,5 +301,6 @@ HANDLERS: dict[CallState, dict[str, Handler]] = {
         TRANSFER: Call._transfer,
         TRANSFER_COMPLETE: Call._transfer_complete,
         TRANSFER_CANCEL: Call._transfer_cancel,
+        LISTEN: Call._listen_in,
     },
 }

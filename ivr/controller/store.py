@@ -103,6 +103,7 @@ class CallData:
     outcome: str = ""
     hangup_cause: str = ""
     path: list[str] = field(default_factory=list)  # the menu steps taken, "menu:digit"
+    listeners: list[str] = field(default_factory=list)  # supervisors' legs and bridges
     bot: BotState = field(default_factory=BotState)
 
     def to_redis(self) -> dict[str, str]:
@@ -110,6 +111,7 @@ class CallData:
         values["state"] = str(self.state)
         values["path"] = json.dumps(self.path)
         values["menu_stack"] = json.dumps(self.menu_stack)
+        values["listeners"] = json.dumps(self.listeners)
         values["bot"] = json.dumps(values["bot"])
         return {key: str(value) if value is not None else "" for key, value in values.items()}
 
@@ -119,6 +121,7 @@ class CallData:
         data["state"] = CallState(data.get("state", CallState.RINGING))
         data["path"] = json.loads(data.get("path") or "[]")
         data["menu_stack"] = json.loads(data.get("menu_stack") or "[]")
+        data["listeners"] = json.loads(data.get("listeners") or "[]")
         data["bot"] = BotState(**json.loads(data.get("bot") or "{}"))
         for number in ("dialplan_version", "retries", "timer_token"):
             data[number] = int(data.get(number) or 0)

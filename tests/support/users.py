@@ -1,5 +1,5 @@
 """Users of a role for tests: made directly in SQL (as an admin would through the API), then
-logged in like anyone else."""
+signed in like anyone else."""
 
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ from ivr.models import Role, User
 from tests.conftest import Server
 
 
-@contextlib.asynccontextmanager
-async def signed_in(server: Server, role: Role) -> AsyncIterator[httpx.AsyncClient]:
-    """An API client signed in as a new user of ``role``."""
-    username = f"t-{role}-{secrets.token_hex(3)}"
+async def new_user(server: Server, role: Role, username: str = "") -> tuple[str, str]:
+    """A new user of ``role`` (named ``username``, e.g. an agent's SIP account name):
+    (username, password)."""
+    username = username or f"t-{role}-{secrets.token_hex(3)}"
     password = secrets.token_urlsafe(12)
     engine = create_engine(server.settings.sql_url)
     try:
@@ -28,6 +28,13 @@ async def signed_in(server: Server, role: Role) -> AsyncIterator[httpx.AsyncClie
                              role=role))
     finally:
         await engine.dispose()
+    return username, password
+
+
+@contextlib.asynccontextmanager
+async def signed_in(server: Server, role: Role) -> AsyncIterator[httpx.AsyncClient]:
+    """An API client signed in as a new user of ``role``."""
+    username, password = await new_user(server, role)
     async with httpx.AsyncClient(base_url=server.settings.api_base_url, timeout=10) as client:
         token = await client.post("/api/auth/token",
                                   data={"username": username, "password": password})

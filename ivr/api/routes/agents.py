@@ -73,6 +73,8 @@ class AgentOut(BaseModel):
     since: datetime | None = Field(description="when the agent came to this state")
     registered: bool = Field(description="the softphone is registered (only then are calls "
                              "offered)")
+    call: str = Field(default="", description="the channel of the call offered, talking or in "
+                      "wrap-up (GET /api/calls/live/{channel} for its context)")
 
 
 class NewAgentOut(BaseModel):
@@ -109,7 +111,9 @@ def _out(agent: Agent, live: dict[str, str]) -> AgentOut:
         languages=agent.languages, state=state,
         pause_reason=live.get("pause_reason", "") if state == AgentState.PAUSED else "",
         since=datetime.fromtimestamp(int(float(since_ms)) / 1000, UTC) if since_ms else None,
-        registered=live.get("registered") == "1")
+        registered=live.get("registered") == "1",
+        call=live.get("call", "") if state in (AgentState.RESERVED, AgentState.ON_CALL,
+                                               AgentState.WRAP_UP) else "")
 
 
 def _sip_server(request: Request) -> str:

@@ -15,7 +15,15 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from ivr.api.auth import Principal, require_roles
-from ivr.models import Callback, CallEvent, CallRecord, ConsultationRecord, Role, as_utc
+from ivr.models import (
+    Callback,
+    CallEvent,
+    CallRecord,
+    ConsultationRecord,
+    Role,
+    as_utc,
+    start_of_today,
+)
 
 router = APIRouter(tags=["agent desk"])
 
@@ -31,11 +39,6 @@ class ConsultationIn(BaseModel):
     resolution: Resolution
     question_type: str | None = Field(default=None, max_length=64,
                                       description="the knowledge base's question type, if any")
-
-
-def _start_of_today() -> datetime:
-    now = datetime.now(UTC).astimezone()
-    return now.replace(hour=0, minute=0, second=0, microsecond=0).astimezone(UTC)
 
 
 @router.put("/api/calls/{call_id}/consultation", summary="Write the consultation record of a call")
@@ -88,7 +91,7 @@ async def my_callbacks(request: Request, principal: AgentOnly) -> list[dict[str,
 
 @router.get("/api/desk/today", summary="The signed-in agent's figures for today")
 async def my_day(request: Request, principal: AgentOnly) -> dict[str, Any]:
-    since = _start_of_today()
+    since = start_of_today()
     async with request.app.state.sessions() as session:
         calls = (await session.scalars(select(CallRecord).where(
             CallRecord.agent == principal.username, CallRecord.started_at >= since))).all()

@@ -14,7 +14,9 @@ from pydantic import BaseModel, Field
 
 from ivr.acd.core import Acd, AgentState
 from ivr.api.auth import Principal, require_roles
+from ivr.ari import AriError
 from ivr.controller.base import TRANSFER, TRANSFER_CANCEL, TRANSFER_COMPLETE
+from ivr.controller.listen import LISTEN
 from ivr.controller.state import CallState
 from ivr.controller.store import CallData, CallStore, commands_channel
 from ivr.controller.transfers import CONSULTING
@@ -23,6 +25,7 @@ from ivr.models import Role
 router = APIRouter(prefix="/api/calls/live", tags=["live calls"])
 
 AnyRole = Annotated[Principal, Depends(require_roles(Role.AGENT, Role.SUPERVISOR, Role.ADMIN))]
+Supervisor = Annotated[Principal, Depends(require_roles(Role.SUPERVISOR, Role.ADMIN))]
 
 
 class LiveCall(BaseModel):
@@ -165,3 +168,32 @@ async def cancel_transfer(request: Request, channel_id: str,
     to, _, value = call.consult_target.partition(":")
     return TransferOut(channel_id=channel_id, to=to, value=value, mode="consult",
                        status="cancelling")
+
+
+class ListenIn(BaseModel):
+    endpoint: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$",
+                          description="the SIP account (softphone) that listens, e.g. the "
+                          "supervisor's own")
+
+
+@router.post("/{channel_id}/listen", status_code=202,
+             summary="Listen in on a call from a softphone (supervisors)")
+async def listen_in(request: Request, channel_id: str, body: ListenIn,
+                    principal: Supervisor) -> dict[str, str]:
+    call = await _call(request, channel_id)
+    if call.state != CallState.TALKING:
+        raise HTTPException(status.HTTP_409_CONFLICT, "only a call with an agent is listened to")
+    try:
+        endpoint = await request.app.state.ari.request("GET",
+                                                       f"/endpoints/PJSIP/{body.endpoint}")
+    except AriError as exc:
+        if exc.not_found:
+            raise HTTPException(status.HTTP_404_NOT_FOUND,
+                                f"no SIP account {body.endpoint!r}") from exc
+        raise
+    if endpoint.get("state") != "online":
+        raise HTTPException(status.HTTP_409_CONFLICT,
+                            f"the softphone of {body.endpoint!r} is not registered")
+    await _order(request, call, {"type": LISTEN, "endpoint": body.endpoint,
+                                 "by": principal.username})
+    return {"channel_id": channel_id, "endpoint": body.endpoint, "status": "ringing"}

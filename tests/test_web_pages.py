@@ -1,0 +1,126 @@
+"""The web pages in a real browser: Debian's headless Chromium, driven by Playwright.
+
+An admin changes a menu option and publishes it; a supervisor sees a live SIPp call appear on
+the wallboard and leave it; an agent sees an offered call's context on the desk and saves the
+consultation record.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from playwright.async_api import Browser, Page, async_playwright, expect
+
+from ivr.models import Role
+from tests.conftest import Server, audio_for, call_record, caller_number, live_dialplan
+from tests.support.scenario import Press
+from tests.support.sip import SippCall
+from tests.support.team import team_of
+from tests.support.users import new_user
+from tests.test_queues import call_in
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# Headless, and quiet: no calls home (this machine's network is closed).
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        chromium = await playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield chromium
+        await chromium.close()
+
+
+async def signed_in_page(browser: Browser, server: Server, username: str,
+                         password: str) -> Page:
+    page = await (await browser.new_context(locale="en-US")).new_page()
+    await page.goto(server.settings.api_base_url + "/")
+    await page.fill("#username", username)
+    await page.fill("#password", password)
+    await page.click("#sign-in")
+    return page
+
+
+async def test_a_wrong_password_is_said_and_korean_is_one_click_away(
+        browser: Browser, server: Server) -> None:
+    page = await signed_in_page(browser, server, "admin", "not-the-password")
+    await expect(page.locator("#error")).to_have_text("Wrong username or password.")
+    page = await signed_in_page(browser, server, "admin", server.admin_password)
+    await page.wait_for_url("**/admin.html")
+    await page.click("#switch-language")
+    await expect(page.locator("#sign-out")).to_have_text("로그아웃")
+    await page.click("#switch-language")
+    await expect(page.locator("#sign-out")).to_have_text("Sign out")
+
+
+async def test_admin_changes_a_menu_option_and_publishes(
+        browser: Browser, server: Server, api: httpx.AsyncClient) -> None:
+    page = await signed_in_page(browser, server, "admin", server.admin_password)
+    await page.wait_for_url("**/admin.html")
+    editor = page.locator("#text")
+    await expect(editor).to_have_value(re.compile(r'"5": \{queue: culture\}'))
+    menus = await editor.input_value()
+
+    await editor.fill(menus.replace('"5": {queue: culture}', '"5": {menu: nowhere}', 1))
+    await page.click("#save")
+    await expect(page.locator("#result.error")).to_contain_text("menus.yaml:")
+
+    await editor.fill(menus.replace('"5": {queue: culture}', '"5": {queue: welfare}', 1))
+    await page.click("#save")
+    await expect(page.locator("#result.ok")).to_have_text("Saved.")
+    await page.click("#publish")
+    await expect(page.locator("#result.ok")).to_contain_text("Published: version")
+    assert (await live_dialplan(server)).menus["main"].options["5"].queue == "welfare"
+
+    # Back as it was, for the session's other tests.
+    restored = await api.put("/api/dialplans/files/menus.yaml", json={"text": menus})
+    assert restored.status_code == 200
+    assert (await api.post("/api/dialplans/publish", json={})).status_code == 200
+
+
+async def test_supervisor_sees_a_live_call_come_and_go(browser: Browser, server: Server,
+                                                       api: httpx.AsyncClient) -> None:
+    username, password = await new_user(server, Role.SUPERVISOR)
+    page = await signed_in_page(browser, server, username, password)
+    await page.wait_for_url("**/wallboard.html")
+    caller = caller_number()
+    call = await SippCall("caller.xml", "120", server.sip_target, server.workdir, caller).start()
+    await audio_for(call, 0.5)
+    row = page.locator(f'tr.live-call[data-caller="{caller}"]')
+    await expect(row).to_be_visible(timeout=15_000)
+    await expect(row).to_contain_text("main")
+    await call.rtp.press("4")  # welfare: nobody is logged in, the call ends
+    assert (await call.finished()).ok
+    await expect(row).to_have_count(0, timeout=15_000)
+    await call_record(api, caller)
+
+
+async def test_agent_sees_the_offered_call_and_saves_the_record(
+        browser: Browser, server: Server, api: httpx.AsyncClient) -> None:
+    async with team_of(server) as team:
+        agent = await team.agent("desk", "water=5")
+        _, password = await new_user(server, Role.AGENT, username=agent)
+        page = await signed_in_page(browser, server, agent, password)
+        await page.wait_for_url("**/desk.html")
+        await expect(page.locator("#softphone")).to_have_text("registered")
+
+        caller, call = await call_in(server, "121", [Press("1", 2.0)], talk=20)
+        await expect(page.locator("#call-caller")).to_have_text(caller, timeout=30_000)
+        await expect(page.locator("#call-path")).to_contain_text("queue:water")
+        await expect(page.locator("#call-queue")).to_have_text("water:ko")
+
+        await page.fill("#notes", "이사 정산 안내 (test)")
+        await page.select_option("#resolution", "resolved")
+        await page.click("#save-record")
+        await expect(page.locator("#record-result.ok")).to_have_text("Saved.")
+        assert (await call.finished()).ok
+    record = await call_record(api, caller)
+    saved = (await api.get(f"/api/calls/{record['id']}/consultation")).json()
+    assert [(r["agent"], r["category"], r["notes"], r["resolution"]) for r in saved] == [
+        (agent, "water", "이사 정산 안내 (test)", "resolved")]
