@@ -35,7 +35,7 @@ def test_no_operation_fails_with_a_server_error(fuzz_stack: Server, tmp_path: Pa
          "-H", f"Authorization: Bearer {token}", "--max-examples", "8",
          "--request-timeout", "30", "--exclude-path", "/api/auth/logout",
          "--report", "junit", "--report-dir", str(tmp_path)],
-        capture_output=True, text=True, timeout=900)
+        capture_output=True, text=True, timeout=900, cwd=tmp_path)  # its cache goes there
     summary = run.stdout[-4000:]
     print(f"\n{summary}")
     assert run.returncode == 0, summary + run.stderr[-2000:]
