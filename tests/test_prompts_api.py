@@ -3,20 +3,14 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import httpx
 
 from ivr.models import Role
 from tests.conftest import Server, live_dialplan
+from tests.support.speech import tone
 from tests.support.users import signed_in
-
-
-def tone(path: Path) -> bytes:
-    subprocess.run(["sox", "-n", "-r", "8000", "-c", "1", str(path), "synth", "0.5", "sine",
-                    "440"], check=True)
-    return path.read_bytes()
 
 
 async def test_change_a_prompt_text_and_publish(server: Server, api: httpx.AsyncClient) -> None:

@@ -7,18 +7,21 @@ consultation record.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, FilePayload, Page, async_playwright, expect
 
 from ivr.models import Role
 from tests.conftest import Server, audio_for, call_record, caller_number, live_dialplan
 from tests.support.scenario import Press
 from tests.support.sip import SippCall
+from tests.support.speech import tone
 from tests.support.team import team_of
 from tests.support.users import new_user
 from tests.test_queues import call_in
@@ -47,12 +50,18 @@ async def signed_in_page(browser: Browser, server: Server, username: str,
     return page
 
 
+async def admin_page(browser: Browser, server: Server) -> Page:
+    page = await signed_in_page(browser, server, "admin", server.admin_password)
+    await page.wait_for_url("**/admin.html")
+    await page.wait_for_selector("body[data-ready='1']")  # filled, every button working
+    return page
+
+
 async def test_a_wrong_password_is_said_and_korean_is_one_click_away(
         browser: Browser, server: Server) -> None:
     page = await signed_in_page(browser, server, "admin", "not-the-password")
     await expect(page.locator("#error")).to_have_text("Wrong username or password.")
-    page = await signed_in_page(browser, server, "admin", server.admin_password)
-    await page.wait_for_url("**/admin.html")
+    page = await admin_page(browser, server)
     await page.click("#switch-language")
     await expect(page.locator("#sign-out")).to_have_text("로그아웃")
     await page.click("#switch-language")
@@ -61,8 +70,7 @@ async def test_a_wrong_password_is_said_and_korean_is_one_click_away(
 
 async def test_admin_changes_a_menu_option_and_publishes(
         browser: Browser, server: Server, api: httpx.AsyncClient) -> None:
-    page = await signed_in_page(browser, server, "admin", server.admin_password)
-    await page.wait_for_url("**/admin.html")
+    page = await admin_page(browser, server)
     editor = page.locator("#text")
     await expect(editor).to_have_value(re.compile(r'"5": \{queue: culture\}'))
     menus = await editor.input_value()
@@ -124,3 +132,49 @@ async def test_agent_sees_the_offered_call_and_saves_the_record(
     saved = (await api.get(f"/api/calls/{record['id']}/consultation")).json()
     assert [(r["agent"], r["category"], r["notes"], r["resolution"]) for r in saved] == [
         (agent, "water", "이사 정산 안내 (test)", "resolved")]
+
+
+async def test_admin_edits_the_knowledge_base_agents_and_recordings(
+        browser: Browser, server: Server, api: httpx.AsyncClient, tmp_path: Path) -> None:
+    page = await admin_page(browser, server)
+
+    # A knowledge-base answer, edited as the bot will say it.
+    await page.fill("#kb-query", "towed_car")
+    await page.click("#kb-search button")
+    await page.click('tr.kb-row[data-id="towed_car"] td')
+    await expect(page.locator("#kb-entry")).to_have_value(re.compile("department"))
+    entry = json.loads(await page.locator("#kb-entry").input_value())
+    original = entry["answer"]["en"]
+    entry["answer"]["en"] = "Towed cars wait at the example tow yard (test)."
+    await page.fill("#kb-entry", json.dumps(entry))
+    await page.click("#kb-save")
+    await expect(page.locator("#kb-result.ok")).to_have_text("Saved.")
+    asked = (await api.post("/api/bot/ask", json={"text": "where is the tow yard",
+                                                   "language": "en"})).json()
+    assert asked["answer"] == "Towed cars wait at the example tow yard (test)."
+    entry["answer"]["en"] = original
+    assert (await api.put("/api/knowledge/towed_car", json=entry)).status_code == 200
+
+    # An agent's account: made with its SIP password shown once, then removed.
+    username = f"t-page-{caller_number()[-4:]}"
+    await page.fill("#agent-username", username)
+    await page.fill("#agent-skills", "water=4")
+    await page.fill("#agent-languages", "ko")
+    await page.click("#agent-new button")
+    await expect(page.locator("#agent-result.ok")).to_contain_text("SIP password")
+    await page.click(f'button.agent-delete[data-agent="{username}"]')
+    await expect(page.locator(f'button[data-agent="{username}"]')).to_have_count(0)
+
+    # A recording: a WAV is taken, a text file is refused with the reason.
+    wav = tmp_path / "thanks.wav"
+    tone(wav)
+    await page.fill("#upload-prompt", "goodbye")
+    await page.fill("#upload-language", "vi")
+    await page.set_input_files("#upload-file", str(wav))
+    await page.click("#upload button")
+    await expect(page.locator("#upload-result.ok")).to_have_text("Saved.")
+    await page.set_input_files("#upload-file", files=FilePayload(
+        name="notes.wav", mimeType="audio/wav", buffer=b"not audio"))
+    await page.click("#upload button")
+    await expect(page.locator("#upload-result.error")).to_contain_text("WAV or MP3")
+    assert (await api.delete("/api/prompts/goodbye/vi/recording")).status_code == 200

@@ -69,3 +69,10 @@ def write_pcap(payloads: list[bytes], path: Path, port: int = 6000) -> Path:
         out += struct.pack("<IIII", seconds, micros, len(ethernet), len(ethernet)) + ethernet
     path.write_bytes(bytes(out))
     return path
+
+
+def tone(path: Path, seconds: float = 0.5) -> bytes:
+    """A short beep in a file (its format from the suffix: .wav, .mp3), like a recording."""
+    subprocess.run(["sox", "-n", "-r", "8000", "-c", "1", str(path), "synth", str(seconds),
+                    "sine", "440"], check=True)
+    return path.read_bytes()

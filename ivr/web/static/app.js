@@ -18,7 +18,8 @@ const WORDS = {
     waiting: "대기 고객", longest: "최장 대기(초)", service_level: "서비스 레벨(15초)",
     abandoned: "포기", handle: "평균 처리(초)", agents: "상담사", for: "경과(초)",
     calls_live: "진행 중 통화", containment: "챗봇 해결률", by_hour: "시간대별 통화",
-    transfer: "전환", to_queue: "대기열로",
+    transfer: "전환", to_queue: "대기열로", upload: "녹음 올리기", knowledge: "지식 베이스",
+    delete: "삭제", add: "추가", sip_password: "SIP 비밀번호(한 번만 표시):",
   },
   en: {
     title: "120 Dasan Call Center", signin: "Sign in", username: "Username", password: "Password",
@@ -37,7 +38,8 @@ const WORDS = {
     longest: "Longest wait (s)", service_level: "Service level (15 s)", abandoned: "Abandoned",
     handle: "Avg handle (s)", agents: "Agents", for: "For (s)", calls_live: "Calls now",
     containment: "Callbot containment", by_hour: "Calls by hour", transfer: "Transfer",
-    to_queue: "to queue",
+    to_queue: "to queue", upload: "Upload recording", knowledge: "Knowledge base",
+    delete: "Delete", add: "Add", sip_password: "SIP password (shown once):",
   },
 };
 
