@@ -127,6 +127,7 @@ async def test_agent_sees_the_offered_call_and_saves_the_record(
         await page.select_option("#resolution", "resolved")
         await page.click("#save-record")
         await expect(page.locator("#record-result.ok")).to_have_text("Saved.")
+        await expect(page.locator("#today")).to_contain_text("records 1")
         assert (await call.finished()).ok
     record = await call_record(api, caller)
     saved = (await api.get(f"/api/calls/{record['id']}/consultation")).json()

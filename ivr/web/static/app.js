@@ -20,6 +20,9 @@ const WORDS = {
     calls_live: "진행 중 통화", containment: "챗봇 해결률", by_hour: "시간대별 통화",
     transfer: "전환", to_queue: "대기열로", upload: "녹음 올리기", knowledge: "지식 베이스",
     delete: "삭제", add: "추가", sip_password: "SIP 비밀번호(한 번만 표시):",
+    to_agent: "상담사에게", to_number: "부서 번호로", consult: "먼저 협의", complete: "전환 완료",
+    cancel: "협의 취소", callbacks: "회신 예약", calls: "통화", records: "상담 기록",
+    listen: "청취", listen_from: "청취할 내 소프트폰:",
   },
   en: {
     title: "120 Dasan Call Center", signin: "Sign in", username: "Username", password: "Password",
@@ -40,6 +43,9 @@ const WORDS = {
     containment: "Callbot containment", by_hour: "Calls by hour", transfer: "Transfer",
     to_queue: "to queue", upload: "Upload recording", knowledge: "Knowledge base",
     delete: "Delete", add: "Add", sip_password: "SIP password (shown once):",
+    to_agent: "to agent", to_number: "to department number", consult: "consult first",
+    complete: "Complete transfer", cancel: "Cancel consultation", callbacks: "My callbacks",
+    calls: "calls", records: "records", listen: "Listen", listen_from: "Listen from my softphone:",
   },
 };
 
