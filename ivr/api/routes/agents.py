@@ -19,6 +19,7 @@ from ivr.acd.agents import USERNAME, AgentError, Agents
 from ivr.acd.core import Acd, AgentProfile, AgentState, acd_for, agent_key
 from ivr.api.audit import record_change
 from ivr.api.auth import Principal, require_roles
+from ivr.api.errors import field_errors
 from ivr.ari import AriError
 from ivr.dialplan.model import Dialplan
 from ivr.models import Agent, Role
@@ -87,13 +88,6 @@ class NewAgentOut(BaseModel):
     sip_transport: str = "udp"
 
 
-def _refused(problems: Sequence[tuple[Sequence[str | int], str]]) -> HTTPException:
-    """A 422 shaped like FastAPI's own: each problem with its field (``loc``) and reason."""
-    return HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, detail=[
-        {"loc": ["body", *loc], "msg": reason, "type": "value_error"}
-        for loc, reason in problems])
-
-
 def _acd(request: Request) -> Acd:
     return acd_for(request.app.state.settings, request.app.state.redis)
 
@@ -147,7 +141,7 @@ async def _check(request: Request, skills: dict[str, int] | None,
             problems.append((("languages", index), f"'{language}' is not a language of the "
                              f"live dialplan ({', '.join(plan.languages)})"))
     if problems:
-        raise _refused(problems)
+        raise field_errors(problems)
 
 
 async def _agent(request: Request, username: str) -> Agent:
@@ -208,7 +202,7 @@ async def create_agent(request: Request, body: NewAgentIn, principal: Admin) -> 
     except AgentError as exc:
         if await _exists(request, body.username):  # made by another admin at the same moment
             raise exists from exc
-        raise _refused([(("username",), str(exc))]) from exc
+        raise field_errors([(("username",), str(exc))]) from exc
     except AriError as exc:
         # The password is shown only now: an account Asterisk did not take is removed, so
         # that the admin can simply try again.

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -24,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 
 from ivr.api.audit import record_change
 from ivr.api.auth import Principal, require_roles
+from ivr.api.errors import field_errors
 from ivr.bot.knowledge import (
     Entry,
     KnowledgeDeleted,
@@ -68,13 +68,6 @@ class EntryOut(NewEntry):
     updated_at: datetime | None
 
 
-def _refused(problems: Sequence[tuple[Sequence[str | int], str]]) -> HTTPException:
-    """A 422 shaped like FastAPI's own: each problem with its field (``loc``) and reason."""
-    return HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, detail=[
-        {"loc": ["body", *loc], "msg": reason, "type": "value_error"}
-        for loc, reason in problems])
-
-
 def _content(row: KnowledgeEntry) -> dict[str, Any]:
     return {"topic": row.topic, "skill": row.skill, "department": row.department,
             "contact": row.contact, "phrasings": row.phrasings, "answer": row.answers}
@@ -104,14 +97,14 @@ async def _checked(request: Request, entry_id: str, content: EntryContent) -> En
     try:
         entry = Entry.model_validate({"id": entry_id, **content.model_dump()})
     except ValidationError as exc:
-        raise _refused([(error["loc"], error["msg"]) for error in exc.errors()]) from exc
+        raise field_errors([(error["loc"], error["msg"]) for error in exc.errors()]) from exc
     topics = await _live_topics(request)
     # The bot hands over to the skill's queue: both must exist in what callers get now.
     wrong = [((field,), f"'{getattr(entry, field)}' is not a topic of the live dialplan "
                         f"({', '.join(topics)})")
              for field in ("topic", "skill") if getattr(entry, field) not in topics]
     if wrong:
-        raise _refused(wrong)
+        raise field_errors(wrong)
     return entry
 
 
