@@ -2,7 +2,8 @@
 steps are made of (play, stop, move, save, write the timeline, end).
 
 A call is one ``Call`` object (``call.py``); its steps are grouped by concern in ``menus.py``,
-``queueing.py`` and ``transfers.py``, each a class the call inherits from this one.
+``bot.py``, ``queueing.py``, ``transfers.py`` and ``listen.py``, each a class the call inherits
+from this one.
 """
 
 from __future__ import annotations
@@ -105,7 +106,6 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-
 class CallBase:
     def __init__(self, data: CallData, services: CallServices, plan: Dialplan) -> None:
         self.data = data
@@ -182,6 +182,12 @@ class CallBase:
         except SQLAlchemyError as exc:
             log.error("call %s: record not written (%s): %s", self.channel_id, what, exc)
 
+    async def _dial(self, endpoint: str, leg: str, channel_id: str, timeout: int) -> None:
+        """Ring a leg of this call; its events come back here (``LEGS`` in ``app.py``)."""
+        await self.ari.request("POST", "/channels", params={
+            "endpoint": endpoint, "app": self.services.settings.stasis_app,
+            "appArgs": f"{leg},{self.channel_id}", "channelId": channel_id,
+            "callerId": self.data.caller, "timeout": timeout})
 
     async def _speak(self, prompt_id: str, **values: object) -> str:
         """A prompt with figures of the moment, rendered now (and cached by its words)."""
@@ -197,6 +203,10 @@ class CallBase:
         path = await asyncio.to_thread(render, prompt, settings.rendered_prompts_path,
                                        settings.tts_engine)
         return f"sound:{path}"
+
+    async def _start_music(self) -> None:
+        await self.ari.request("POST", f"/channels/{self.channel_id}/moh",
+                               params={"mohClass": self.services.settings.moh_class})
 
     async def _stop_music(self) -> None:
         with unless_gone():

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import logging
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import update
 
 from ivr.acd.core import call_key
 from ivr.ari import AriError, Event, unless_gone
-from ivr.controller.base import CallServices
+from ivr.controller.base import CallServices, now
 from ivr.controller.state import CallState
 from ivr.controller.store import CallData
 from ivr.models import Callback, CallOutcome
@@ -27,10 +27,6 @@ log = logging.getLogger(__name__)
 CALLBACK_PREFIX = "cb-"  # a callback's id, in the queue where its caller waited
 MAX_ATTEMPTS = 3
 CITIZEN_RING_SECONDS = 30
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 class CallbackRun:
@@ -43,7 +39,7 @@ class CallbackRun:
             channel_id=callback_id, record_id=uuid.uuid4().hex, did="callback",
             caller=entry.get("number", ""), language=entry.get("language", "ko"),
             queue=entry.get("queue", ""), state=CallState.OFFERED,
-            started_at=_now().isoformat())
+            started_at=now().isoformat())
         self.done = False
 
     # The citizen's leg is kept where a call keeps its outside leg, so that it is saved too.
@@ -141,11 +137,11 @@ class CallbackRun:
         await acd.answered(self.data.agent, self.callback_id)
         await acd.leave(self.callback_id)
         self.data.state = CallState.TALKING
-        self.data.answered_at = self.data.talk_started_at = _now().isoformat()
+        self.data.answered_at = self.data.talk_started_at = now().isoformat()
         self.data.path = ["callback", f"agent:{self.data.agent}"]
         records = self.services.records
         await records.started(self.data, datetime.fromisoformat(self.data.started_at))
-        await records.answered(self.data, _now())
+        await records.answered(self.data, now())
         await records.event(self.data, "answered", self.data.agent, self.callback_id)
         await self._save()
         await self._status("connected")
@@ -181,7 +177,7 @@ class CallbackRun:
         self._forget_legs()
         self.data.outcome = outcome
         await self.services.talk_ended(self.data, self.callback_id)
-        await self.services.records.ended(self.data, _now())
+        await self.services.records.ended(self.data, now())
         await self._status("done", done=True)
         await self._done()
         log.info("callback %s ended", self.callback_id)
@@ -219,7 +215,7 @@ class CallbackRun:
         values: dict[str, object] = {"status": status, "attempts": self.attempts,
                                      "agent": self.data.agent}
         if done:
-            values["done_at"] = _now()
+            values["done_at"] = now()
         async with self.services.records.sessions() as session, session.begin():
             await session.execute(
                 update(Callback).where(Callback.id == self.callback_id).values(**values))

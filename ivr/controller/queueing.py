@@ -48,8 +48,7 @@ class Queueing(CallBase):
         self.data.step = HOLDING
         self.data.timer_token += 1
         await self._save()
-        await self.ari.request("POST", f"/channels/{self.channel_id}/moh",
-                               params={"mohClass": self.services.settings.moh_class})
+        await self._start_music()
         self.services.start_timer(self.channel_id, self.services.settings.queue_announce_seconds,
                                   {"type": QUEUE_ANNOUNCE, "token": self.data.timer_token})
 
@@ -89,12 +88,9 @@ class Queueing(CallBase):
         await self._move(CallState.OFFERED)
         self.services.watch_leg(self.data.agent_channel, self.channel_id)
         await self._timeline("offered", agent)
-        settings = self.services.settings
         try:
-            await self.ari.request("POST", "/channels", params={
-                "endpoint": f"PJSIP/{agent}", "app": settings.stasis_app,
-                "appArgs": f"agent,{self.channel_id}", "channelId": self.data.agent_channel,
-                "callerId": self.data.caller, "timeout": settings.ring_seconds})
+            await self._dial(f"PJSIP/{agent}", "agent", self.data.agent_channel,
+                             self.services.settings.ring_seconds)
         except AriError as exc:  # the phone cannot be reached at all: as if it rang out
             log.warning("call %s: agent %s not reachable: %s", self.channel_id, agent, exc)
             await self._agent_missed()

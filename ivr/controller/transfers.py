@@ -84,16 +84,8 @@ class Transfers(Queueing):
         self.data.outside_channel = f"outside-{uuid.uuid4().hex}"
         self.services.watch_leg(self.data.outside_channel, self.channel_id)
         await self._save()
-        await self.ari.request("POST", f"/channels/{self.channel_id}/moh",
-                               params={"mohClass": self.services.settings.moh_class})
+        await self._start_music()
         await self._dial(f"PJSIP/{number}@trunk", "outside", self.data.outside_channel, 30)
-
-    async def _dial(self, endpoint: str, leg: str, channel_id: str, timeout: int) -> None:
-        """Ring a leg of this call; its events come back here (``LEGS`` in ``app.py``)."""
-        await self.ari.request("POST", "/channels", params={
-            "endpoint": endpoint, "app": self.services.settings.stasis_app,
-            "appArgs": f"{leg},{self.channel_id}", "channelId": channel_id,
-            "callerId": self.data.caller, "timeout": timeout})
 
     async def _outside_leg(self, event: Event) -> None:
         kind = event["type"]
