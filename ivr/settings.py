@@ -114,6 +114,11 @@ class Settings(BaseSettings):
         return self.path(self.prompts_dir)
 
     @property
+    def recordings_path(self) -> Path:
+        """Recordings admins uploaded: ``<lang>/<prompt id>.wav|mp3``."""
+        return self.prompts_source_path / "recordings"
+
+    @property
     def rendered_prompts_path(self) -> Path:
         """Rendered prompt audio, inside the data folder so Asterisk sees it at the same path."""
         return self.data_path / "prompts"

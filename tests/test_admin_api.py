@@ -120,7 +120,7 @@ async def test_knowledge_edits_reach_the_bot_at_once_and_are_audited(
         callbot = await Callbot.start(server.settings, redis, sessions)
         try:
             assert entry_id not in callbot.by_id
-            assert not await callbot.refresh(sessions)  # nothing changed yet
+            assert not await callbot.refresh()  # nothing changed yet
 
             created = await api.post("/api/knowledge", json=snail_race(entry_id))
             assert created.status_code == 201, created.text
@@ -131,7 +131,7 @@ async def test_knowledge_edits_reach_the_bot_at_once_and_are_audited(
             answer = await ask(api, question)
             assert answer["question_type"] == entry_id, answer
             assert answer["answer"] == snail_race(entry_id)["answer"]["ko"]
-            assert await callbot.refresh(sessions)
+            assert await callbot.refresh()
             assert callbot.understand(question, "ko").question_type == entry_id
             (made,) = await audit_entries(server, "knowledge.create", entry_id)
             assert (made.username, made.role) == ("admin", "admin")
@@ -151,10 +151,10 @@ async def test_knowledge_edits_reach_the_bot_at_once_and_are_audited(
             assert updated.status_code == 200, updated.text
             assert (await ask(api, question))["answer"] == cancelled["ko"]
             assert (await ask(api, "When is the snail race?", "en"))["answer"] == cancelled["en"]
-            assert await callbot.refresh(sessions)
+            assert await callbot.refresh()
             assert callbot.understand(question, "ko").answer == cancelled["ko"]
             assert callbot.by_id[entry_id].answer_in("en") == cancelled["en"]
-            assert not await callbot.refresh(sessions)  # once is enough
+            assert not await callbot.refresh()  # once is enough
             (update,) = await audit_entries(server, "knowledge.update", entry_id)
             assert set(update.detail) == {"answer"}
             assert update.detail["answer"]["to"] == cancelled
@@ -164,7 +164,7 @@ async def test_knowledge_edits_reach_the_bot_at_once_and_are_audited(
             assert (await api.get(f"/api/knowledge/{entry_id}")).status_code == 404
             assert (await api.delete(f"/api/knowledge/{entry_id}")).status_code == 404
             assert (await ask(api, question))["question_type"] != entry_id
-            assert await callbot.refresh()  # the sessions it was started with
+            assert await callbot.refresh()
             assert entry_id not in callbot.by_id
             assert callbot.understand(question, "ko").question_type != entry_id
             (removed,) = await audit_entries(server, "knowledge.delete", entry_id)

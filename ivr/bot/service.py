@@ -49,9 +49,9 @@ class Heard:
 class Callbot:
     settings: Settings
     redis: Redis
+    sessions: async_sessionmaker[AsyncSession]  # where the entries come from
     entries: list[Entry]
     recognizers: dict[str, Recognizer] = field(default_factory=dict)
-    sessions: async_sessionmaker[AsyncSession] | None = None  # where the entries come from
     knowledge_version: int = 0  # ivr:knowledge:version when the entries were loaded
     _reloading: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False)
 
@@ -71,19 +71,15 @@ class Callbot:
             build_recognizers, settings.bot_recognizer_choices(), settings.vosk_models(), entries)
         log.info("callbot: %d question types (%d new), recognizers: %s", len(entries), added,
                  ", ".join(f"{lang}={r.engine}" for lang, r in recognizers.items()) or "none")
-        return cls(settings, redis, entries, recognizers, sessions=sessions,
-                   knowledge_version=version)
+        return cls(settings, redis, sessions, entries, recognizers, knowledge_version=version)
 
-    async def refresh(self, sessions: async_sessionmaker[AsyncSession] | None = None) -> bool:
+    async def refresh(self) -> bool:
         """Reload the knowledge base if it changed since it was loaded (its version in Redis
         moved); returns True if it was reloaded. Cheap when nothing changed: one Redis GET.
 
         Never fails a call: if Redis or SQL cannot be read, the bot keeps what it has. The
         recognizers are not rebuilt (PocketSphinx's English grammar keeps its phrasings).
         """
-        sessions = sessions or self.sessions
-        if sessions is None:
-            raise ValueError("the callbot has no database to reload its knowledge from")
         try:
             if await knowledge_version(self.redis) == self.knowledge_version:
                 return False
@@ -92,7 +88,7 @@ class Callbot:
                 version = await knowledge_version(self.redis)
                 if version == self.knowledge_version:
                     return False
-                entries = await load_entries(sessions)
+                entries = await load_entries(self.sessions)
                 understanding = await asyncio.to_thread(Understanding, entries)
                 self.entries = entries
                 self.understanding = understanding

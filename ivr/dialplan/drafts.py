@@ -56,8 +56,7 @@ def check(settings: Settings, changes: dict[str, str] | None = None) -> CheckRes
         for name, text in files.items():
             (root / name).write_text(text, encoding="utf-8")
         result = load(root, root / PROMPTS_FILE)
-    recordings = settings.prompts_source_path / "recordings"
-    result.warnings += voice_warnings(result.texts, recordings, settings.tts_engine)
+    result.warnings += voice_warnings(result.texts, settings.recordings_path, settings.tts_engine)
     return result
 
 

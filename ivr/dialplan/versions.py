@@ -49,7 +49,7 @@ class Published:
 
 def check_files(settings: Settings) -> CheckResult:
     result = load(settings.dialplans_path, settings.prompts_source_path / "prompts.yaml")
-    result.warnings += voice_warnings(result.texts, settings.prompts_source_path / "recordings",
+    result.warnings += voice_warnings(result.texts, settings.recordings_path,
                                       settings.tts_engine)
     return result
 
@@ -75,7 +75,7 @@ class DialplanVersions:
         plan = result.dialplan
         rendered = render_all(
             result.texts, settings.rendered_prompts_path,
-            settings.prompts_source_path / "recordings", settings.tts_engine,
+            settings.recordings_path, settings.tts_engine,
             offices_to_render(plan, result.texts))
         plan = plan.model_copy(update={"prompt_files": rendered.files,
                                        "dynamic_prompts": rendered.dynamic})

@@ -141,33 +141,37 @@ async def transfer(request: Request, channel_id: str, body: TransferIn,
                        status="consulting" if body.mode == "consult" else "transferring")
 
 
+async def _end_consultation(request: Request, channel_id: str, principal: Principal,
+                            order: str, status_now: str) -> TransferOut:
+    """Complete or cancel the consultation going on: the order goes to the call's
+    controller, which carries it out (checks first, so a wrong moment changes nothing)."""
+    call = await _call(request, channel_id)
+    _check_own_call(principal, call)
+    if order == TRANSFER_COMPLETE and call.step != CONSULTING:
+        raise HTTPException(status.HTTP_409_CONFLICT,
+                            "no consultation with an answer on this call")
+    if not call.consult_target:
+        raise HTTPException(status.HTTP_409_CONFLICT, "no consultation on this call")
+    await _order(request, call, {"type": order, "by": principal.username})
+    to, _, value = call.consult_target.partition(":")
+    return TransferOut(channel_id=channel_id, to=to, value=value, mode="consult",
+                       status=status_now)
+
+
 @router.post("/{channel_id}/transfer/complete", response_model=TransferOut, status_code=202,
              summary="After consulting: the other party takes the call, the agent leaves")
 async def complete_transfer(request: Request, channel_id: str,
                             principal: AnyRole) -> TransferOut:
-    call = await _call(request, channel_id)
-    _check_own_call(principal, call)
-    if call.step != CONSULTING:
-        raise HTTPException(status.HTTP_409_CONFLICT,
-                            "no consultation with an answer on this call")
-    await _order(request, call, {"type": TRANSFER_COMPLETE, "by": principal.username})
-    to, _, value = call.consult_target.partition(":")
-    return TransferOut(channel_id=channel_id, to=to, value=value, mode="consult",
-                       status="transferring")
+    return await _end_consultation(request, channel_id, principal, TRANSFER_COMPLETE,
+                                   "transferring")
 
 
 @router.post("/{channel_id}/transfer/cancel", response_model=TransferOut, status_code=202,
              summary="After consulting: no transfer, the agent goes back to the caller")
 async def cancel_transfer(request: Request, channel_id: str,
                           principal: AnyRole) -> TransferOut:
-    call = await _call(request, channel_id)
-    _check_own_call(principal, call)
-    if not call.consult_target:
-        raise HTTPException(status.HTTP_409_CONFLICT, "no consultation on this call")
-    await _order(request, call, {"type": TRANSFER_CANCEL, "by": principal.username})
-    to, _, value = call.consult_target.partition(":")
-    return TransferOut(channel_id=channel_id, to=to, value=value, mode="consult",
-                       status="cancelling")
+    return await _end_consultation(request, channel_id, principal, TRANSFER_CANCEL,
+                                   "cancelling")
 
 
 class ListenIn(BaseModel):

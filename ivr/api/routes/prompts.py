@@ -23,8 +23,17 @@ from ivr.api.audit import record_change
 from ivr.api.auth import Principal, require_roles
 from ivr.api.routes.dialplans import refused, working_copy_lock
 from ivr.dialplan import drafts
+from ivr.dialplan.source import read
 from ivr.models import Role
-from ivr.prompts import RECORDING_SUFFIXES, Prompt, recording_for, render, to_telephone_wav
+from ivr.prompts import (
+    RECORDING_SUFFIXES,
+    Prompt,
+    PromptTexts,
+    parse_prompt_texts,
+    recording_for,
+    render,
+    to_telephone_wav,
+)
 from ivr.settings import Settings
 
 router = APIRouter(prefix="/api/prompts", tags=["prompts"])
@@ -47,9 +56,11 @@ class TextIn(BaseModel):
                        description="what the TTS engine says instead (pinyin, kana...)")
 
 
-def _texts(settings: Settings) -> dict[str, dict[str, Prompt]]:
-    result = drafts.check(settings)
-    return result.texts
+def _texts(settings: Settings) -> PromptTexts:
+    """The working copy's prompt texts: only prompts.yaml is read (not the whole check)."""
+    path = settings.prompts_source_path / drafts.PROMPTS_FILE
+    texts, _ = parse_prompt_texts(read(path, drafts.PROMPTS_FILE))
+    return texts
 
 
 def _prompt(settings: Settings, prompt_id: str, language: str) -> Prompt:
@@ -63,7 +74,7 @@ def _prompt(settings: Settings, prompt_id: str, language: str) -> Prompt:
 @router.get("", summary="Every prompt, by id and language")
 async def prompts(request: Request, principal: Viewer) -> dict[str, dict[str, PromptText]]:
     settings = request.app.state.settings
-    recordings = settings.prompts_source_path / "recordings"
+    recordings = settings.recordings_path
     texts = await asyncio.to_thread(_texts, settings)
     return {prompt_id: {language: PromptText(
         text=prompt.text, speak=prompt.speak,
@@ -78,7 +89,7 @@ async def audio(request: Request, prompt_id: str, language: str,
                 principal: Viewer) -> FileResponse:
     settings = request.app.state.settings
     prompt = await asyncio.to_thread(_prompt, settings, prompt_id, language)
-    recording = recording_for(settings.prompts_source_path / "recordings", prompt_id, language)
+    recording = recording_for(settings.recordings_path, prompt_id, language)
     path = await asyncio.to_thread(render, prompt.fill(office="…"),
                                    settings.rendered_prompts_path, settings.tts_engine,
                                    recording)
@@ -102,7 +113,7 @@ async def put_text(request: Request, prompt_id: str, language: str, body: TextIn
         raise refused(result.problems)
     await record_change(request, principal, "prompt.text", f"{prompt_id}/{language}",
                         {"text": body.text})
-    recording = recording_for(settings.prompts_source_path / "recordings", prompt_id, language)
+    recording = recording_for(settings.recordings_path, prompt_id, language)
     return PromptText(text=body.text, speak=body.speak, recording=recording is not None)
 
 
@@ -146,7 +157,7 @@ async def upload_recording(request: Request, prompt_id: str, language: str, file
     if suffix is None:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY,
                             "only WAV or MP3 recordings are accepted")
-    target_dir = settings.prompts_source_path / "recordings" / language
+    target_dir = settings.recordings_path / language
     await asyncio.to_thread(_store_recording, data, suffix, target_dir, prompt_id)
     await record_change(request, principal, "prompt.recording", f"{prompt_id}/{language}",
                         {"bytes": len(data), "format": suffix[1:]})
@@ -159,7 +170,7 @@ async def delete_recording(request: Request, prompt_id: str, language: str,
                            principal: Admin) -> PromptText:
     settings = request.app.state.settings
     prompt = await asyncio.to_thread(_prompt, settings, prompt_id, language)
-    recording = recording_for(settings.prompts_source_path / "recordings", prompt_id, language)
+    recording = recording_for(settings.recordings_path, prompt_id, language)
     if recording is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no recording to remove")
     recording.unlink()
