@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ivr.ari import AriClient, AriError
+from ivr.ari import AriClient, AriError, ChannelGone
 from tests.conftest import Server
 
 
@@ -27,3 +27,16 @@ async def test_info_and_clear_errors(server: Server) -> None:
         with pytest.raises(AriError) as unreachable:
             await ari.ping()
         assert unreachable.value.status == 0 and "unreachable" in str(unreachable.value)
+
+
+async def test_a_bridge_for_a_channel_that_hung_up_is_not_left_behind(server: Server) -> None:
+    """A caller who hangs up as the agent answers: bridging fails with ChannelGone (which the
+    calls wait out for the hang-up's event) and leaves no empty bridge."""
+    settings = server.settings
+    async with AriClient(settings.ari_base_url, settings.ari_user, settings.ari_secret()) as ari:
+        before = {bridge["id"] for bridge in await ari.request("GET", "/bridges")}
+        with pytest.raises(ChannelGone) as gone:
+            await ari.bridge_channels("test:gone", ["no-such-caller", "no-such-agent"])
+        assert "addChannel" in str(gone.value)
+        after = {bridge["id"] for bridge in await ari.request("GET", "/bridges")}
+        assert after == before

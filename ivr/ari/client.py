@@ -30,6 +30,16 @@ class AriError(Exception):
         return self.status == 404
 
 
+class ChannelGone(AriError):
+    """A channel hung up just before it was to be bridged. Its hang-up event is on its way to
+    the call's queue and settles the call, so whoever meets this only stops."""
+
+
+# addChannel's answers when a channel hung up a moment ago: 400 "Channel not found",
+# 422 "Channel not in Stasis application" (its StasisEnd is on its way).
+CHANNEL_LEFT = (400, 422)
+
+
 @contextmanager
 def unless_gone() -> Iterator[None]:
     """Ignore ARI's 404: the channel, bridge or playback is gone already, as was wanted."""
@@ -164,3 +174,18 @@ class AriClient:
 
     async def destroy_bridge(self, bridge_id: str) -> None:
         await self.request("DELETE", f"/bridges/{bridge_id}")
+
+    async def bridge_channels(self, name: str, channels: Sequence[str]) -> str:
+        """A new mixing bridge with these channels in it, or none at all: if a channel cannot
+        join, the bridge is removed again and :class:`ChannelGone` says a channel has left."""
+        bridge_id = str((await self.create_bridge(name))["id"])
+        try:
+            await self.request("POST", f"/bridges/{bridge_id}/addChannel",
+                               params={"channel": ",".join(channels)})
+        except AriError as exc:
+            with unless_gone():
+                await self.destroy_bridge(bridge_id)
+            if exc.status in CHANNEL_LEFT:
+                raise ChannelGone(exc.method, exc.path, exc.status, exc.reason) from exc
+            raise
+        return bridge_id

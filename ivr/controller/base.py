@@ -84,11 +84,8 @@ class CallServices:
     async def bridge(self, owner: str, channels: list[str]) -> str:
         """A new mixing bridge with these channels in it; its name tells which controller made
         it (``ivr:<stasis app>:<call>``), so that a restart removes only its own empty ones."""
-        bridge = await self.ari.create_bridge(f"{BRIDGE_PREFIX}{self.settings.stasis_app}:{owner}")
-        bridge_id = str(bridge["id"])
-        await self.ari.request("POST", f"/bridges/{bridge_id}/addChannel",
-                               params={"channel": ",".join(channels)})
-        return bridge_id
+        return await self.ari.bridge_channels(
+            f"{BRIDGE_PREFIX}{self.settings.stasis_app}:{owner}", channels)
 
     async def talk_ended(self, data: CallData, call_id: str, keep_bridge: bool = False) -> None:
         """An agent stopped talking with a caller: handle time, the agent's wrap-up, and the

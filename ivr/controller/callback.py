@@ -16,7 +16,7 @@ from datetime import datetime
 from sqlalchemy import update
 
 from ivr.acd.core import call_key
-from ivr.ari import AriError, Event, unless_gone
+from ivr.ari import AriError, ChannelGone, Event, unless_gone
 from ivr.controller.base import CallServices, now
 from ivr.controller.state import CallState
 from ivr.controller.store import CallData
@@ -131,8 +131,11 @@ class CallbackRun:
             await self._citizen_missed()
 
     async def _connect(self) -> None:
-        self.data.bridge_id = await self.services.bridge(
-            self.callback_id, [self.data.agent_channel, self.citizen_channel])
+        try:
+            self.data.bridge_id = await self.services.bridge(
+                self.callback_id, [self.data.agent_channel, self.citizen_channel])
+        except ChannelGone:  # a hang-up crossed the answer: its event settles the callback
+            return
         acd = self.services.acd
         await acd.answered(self.data.agent, self.callback_id)
         await acd.leave(self.callback_id)

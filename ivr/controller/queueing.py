@@ -7,7 +7,7 @@ import logging
 import math
 import uuid
 
-from ivr.ari import AriError, Event, unless_gone
+from ivr.ari import AriError, ChannelGone, Event, unless_gone
 from ivr.controller.base import (
     ANNOUNCE,
     CALLBACK_CHOICE,
@@ -109,8 +109,13 @@ class Queueing(CallBase):
 
     async def _agent_answered(self) -> None:
         await self._stop_prompt()  # "connecting you" may still be playing
-        self.data.bridge_id = await self.services.bridge(
-            self.channel_id, [self.channel_id, self.data.agent_channel])
+        try:
+            self.data.bridge_id = await self.services.bridge(
+                self.channel_id, [self.channel_id, self.data.agent_channel])
+        except ChannelGone:  # the caller gave up (or the agent hung up) as the agent answered
+            log.info("call %s: a leg left as agent %s answered", self.channel_id,
+                     self.data.agent)
+            return
         await self._stop_music()
         await self.services.acd.answered(self.data.agent, self.channel_id)
         await self.services.acd.leave(self.channel_id)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import uuid
 
-from ivr.ari import AriError, Event, unless_gone
+from ivr.ari import AriError, ChannelGone, Event, unless_gone
 from ivr.controller.base import TRANSFER_PRIORITY, now
 from ivr.controller.queueing import Queueing
 from ivr.controller.state import CallState
@@ -91,9 +91,12 @@ class Transfers(Queueing):
         kind = event["type"]
         gone = kind in ("ChannelDestroyed", "StasisEnd")
         if kind == "StasisStart" and self.data.state == CallState.TRANSFERRING:
+            try:
+                self.data.bridge_id = await self.services.bridge(
+                    self.channel_id, [self.channel_id, self.data.outside_channel])
+            except ChannelGone:  # a hang-up crossed the answer: its event settles the call
+                return
             await self._stop_music()
-            self.data.bridge_id = await self.services.bridge(
-                self.channel_id, [self.channel_id, self.data.outside_channel])
             self.data.outcome = CallOutcome.TRANSFERRED
             await self._move(CallState.TALKING)
             await self._timeline("answered", detail="outside")
