@@ -6,7 +6,7 @@ failed and why, so that one call's error can be logged and handled without guess
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -62,6 +62,8 @@ class AriClient:
             auth=(user, password),
             timeout=timeout,
         )
+        # Called as each request goes out (the controller times its reactions with it).
+        self.on_request: Callable[[], None] | None = None
 
     async def __aenter__(self) -> AriClient:
         return self
@@ -79,6 +81,8 @@ class AriClient:
         params: dict[str, Any] | None = None,
         body: Json | None = None,
     ) -> Any:
+        if self.on_request is not None:
+            self.on_request()
         try:
             response = await self._http.request(method, path, params=params, json=body)
         except httpx.HTTPError as exc:

@@ -25,6 +25,7 @@ from ivr.bot.service import Callbot
 from ivr.controller.base import AGENT_ASSIGNED, BRIDGE_PREFIX, CallServices
 from ivr.controller.call import Call
 from ivr.controller.callback import CALLBACK_PREFIX, CallbackRun
+from ivr.controller.reaction import ReactionTimes
 from ivr.controller.records import CallRecords
 from ivr.controller.store import CallStore, commands_channel
 from ivr.db import create_engine, init_schema, sessionmaker
@@ -80,6 +81,8 @@ class Controller:
         self._dispatching: asyncio.Task[None] | None = None
         self._dispatch_again = False
         self.ari = ari
+        self.reactions = ReactionTimes()
+        ari.on_request = self.reactions.acted
         self.calls: dict[str, Call] = {}
         self.callbacks: dict[str, CallbackRun] = {}
         self._queues: dict[str, collections.deque[Event]] = {}
@@ -249,7 +252,10 @@ class Controller:
     async def _drain(self, channel_id: str, queue: collections.deque[Event]) -> None:
         try:
             while queue:
-                await self._handle(channel_id, queue.popleft())
+                event = queue.popleft()
+                self.reactions.handling(event)
+                await self._handle(channel_id, event)
+                self.reactions.handling(None)
         finally:
             del self._queues[channel_id]
 
@@ -401,7 +407,8 @@ class Controller:
     # --- Running ------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        helpers = [asyncio.create_task(self._tick()), asyncio.create_task(self._commands())]
+        helpers = [asyncio.create_task(self._tick()), asyncio.create_task(self._commands()),
+                   asyncio.create_task(self.reactions.keep_flushing(self.store.redis))]
         try:
             await self.events.run()
         finally:

@@ -148,6 +148,15 @@ class SippCall:
         errors = self.error_file.read_text() if self.error_file.exists() else ""
         return SippResult(self._process.returncode or 0, output.decode(errors="replace"), errors)
 
+    async def stop(self) -> None:
+        """End SIPp if it still runs (a call given up on) and close the RTP socket: safe to
+        call at any time, also after ``finished``."""
+        if self._process is not None and self._process.returncode is None:
+            self._process.kill()
+            await self._process.wait()
+        if self._transport is not None:
+            self._transport.close()
+
 
 async def place_call(scenario: str, number: str, target: str, workdir: Path) -> SippCall:
     return await SippCall(scenario, number, target, workdir).start()

@@ -3,6 +3,7 @@
 ``spoken(text)`` renders the words at 8 kHz (what a caller's phone sends); ``alaw`` encodes
 them as G.711 A-law for RTP; ``write_pcap`` writes the RTP packets as a capture file, so the
 same voice can be replayed by SIPp (``play_pcap_audio``) or inspected with tshark.
+``upsampled`` turns the 8 kHz words into what the bot's recognizers get (16 kHz).
 """
 
 from __future__ import annotations
@@ -25,6 +26,22 @@ def spoken(text: str, folder: Path, voice: str = "en-us", rate: int = 8000) -> b
     subprocess.run(["sox", str(raw), "-r", str(rate), "-c", "1", "-b", "16", str(converted)],
                    check=True)
     with wave.open(str(converted)) as audio:
+        return bytes(audio.readframes(audio.getnframes()))
+
+
+def upsampled(samples: bytes, folder: Path, rate: int = 16000) -> bytes:
+    """8 kHz telephone samples resampled by sox to ``rate``: a caller's voice as Asterisk hands
+    it to the bot (slin16)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    narrow = folder / f"narrow-{abs(hash(samples))}.wav"
+    wide = narrow.with_suffix(f".{rate}.wav")
+    with wave.open(str(narrow), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(8000)
+        out.writeframes(samples)
+    subprocess.run(["sox", str(narrow), "-r", str(rate), str(wide)], check=True)
+    with wave.open(str(wide)) as audio:
         return bytes(audio.readframes(audio.getnframes()))
 
 

@@ -9,6 +9,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from ivr.api.health import check_parts
 from ivr.bot.service import bot_figures
+from ivr.controller.reaction import percentile, reaction_histogram
 from ivr.controller.store import active_call_count, ended_call_counts
 
 router = APIRouter(tags=["system"])
@@ -44,4 +45,10 @@ async def metrics(request: Request) -> PlainTextResponse:
                     registry=registry)
         for figure, value in (await bot_figures(state.redis)).items():
             bot.labels(figure=figure).set(value)
+        reactions = await reaction_histogram(state.redis)
+        reaction = Gauge("ivr_controller_reaction_ms", "From an ARI event to the controller's "
+                         "first request in answer to it: quantiles of every event so far",
+                         ["quantile"], registry=registry)
+        for share in (0.5, 0.95, 0.99):
+            reaction.labels(quantile=str(share)).set(percentile(reactions, share) or 0)
     return PlainTextResponse(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
