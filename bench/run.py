@@ -88,7 +88,9 @@ async def product_agents(server: Server, names: list[str], workdir: Path) -> Non
         for name in names:
             while (await acd.agent(name)).get("registered") != "1":
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"{name}'s registration not seen by the controller")
+                    endpoint = await ari.request("GET", f"/endpoints/PJSIP/{name}")
+                    raise RuntimeError(f"{name}'s registration not seen by the controller "
+                                       f"(Asterisk: {endpoint.get('state')})")
                 await asyncio.sleep(0.2)
             await acd.log_in(name)
     finally:

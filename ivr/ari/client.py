@@ -6,11 +6,13 @@ failed and why, so that one call's error can be logged and handled without guess
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-import httpx
+import aiohttp
 
 Json = dict[str, Any]
 
@@ -57,11 +59,8 @@ class AriClient:
         self.base_url = base_url.rstrip("/")
         self.user = user
         self.password = password
-        self._http = httpx.AsyncClient(
-            base_url=f"{self.base_url}/ari",
-            auth=(user, password),
-            timeout=timeout,
-        )
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._session: aiohttp.ClientSession | None = None  # made in the event loop, when used
         # Called as each request goes out (the controller times its reactions with it).
         self.on_request: Callable[[], None] | None = None
 
@@ -72,7 +71,19 @@ class AriClient:
         await self.close()
 
     async def close(self) -> None:
-        await self._http.aclose()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        # aiohttp rather than httpx: a call makes dozens of requests, and aiohttp costs the
+        # controller a fraction of the CPU per request (measured with `make bench`).
+        if self._session is None or self._session.closed:
+            credentials = base64.b64encode(f"{self.user}:{self.password}".encode()).decode()
+            self._session = aiohttp.ClientSession(
+                base_url=f"{self.base_url}/ari/",
+                headers={"Authorization": f"Basic {credentials}"}, timeout=self._timeout)
+        return self._session
 
     async def request(
         self,
@@ -83,19 +94,23 @@ class AriClient:
     ) -> Any:
         if self.on_request is not None:
             self.on_request()
+        query = {key: str(value) for key, value in (params or {}).items()}
         try:
-            response = await self._http.request(method, path, params=params, json=body)
-        except httpx.HTTPError as exc:
+            async with self._http().request(method, path.lstrip("/"), params=query,
+                                            json=body) as response:
+                status, content = response.status, await response.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
             raise AriError(method, path, 0, f"{type(exc).__name__}: {exc}") from exc
-        if response.status_code >= 400:
+        if status >= 400:
+            text = content.decode(errors="replace")
             try:
-                reason = str(response.json().get("message", response.text))
-            except ValueError:
-                reason = response.text.strip()[:200]
-            raise AriError(method, path, response.status_code, reason)
-        if response.status_code == 204 or not response.content:
+                reason = str(json.loads(text).get("message", text))
+            except (ValueError, AttributeError):
+                reason = text.strip()[:200]
+            raise AriError(method, path, status, reason)
+        if status == 204 or not content:
             return None
-        return response.json()
+        return json.loads(content)
 
     # --- Asterisk ---------------------------------------------------------------------------
 

@@ -1,0 +1,491 @@
+"""The callbot's figures for `make bench`, apart from the menus and the queues:
+
+- recognition speed: each recognizer that can load here (PocketSphinx always, Vosk when an
+  ``IVR_VOSK_MODEL_<LANG>`` setting names a model folder), built by the controller's factory,
+  on knowledge-base questions spoken by espeak-ng as telephone audio, offline in this process;
+- concurrent bot calls: waves of real calls (SIPp dials 120 and presses 9, 1, 1: English, the
+  callbot) whose callers ask a question each and all stop speaking at the same moment, so the
+  bot has that many utterances to recognize at once; up to the first wave whose answers lag;
+- the time from the end of the caller's speech to the first audio of the answer (median and
+  95th percentile), as the call records hold it and as the caller hears it.
+
+The goal the figures are read against (not an assertion): the answer starts within 800 ms of
+the end of the caller's speech (median). The records measure from the moment the bot's voice
+activity decides that the caller stopped, which is ``VadSettings.end_silence_ms`` after the
+last word; the caller's side measures from the last word itself, so it holds that wait too.
+
+`python -m bench.callbot [--quick]` runs it alone on a stack of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import random
+import re
+import signal
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+import httpx
+
+from bench.stacks import CACHE, start_product, stop_product
+from ivr.ari import AriClient, AriError, unless_gone
+from ivr.bot.audio import RATE, VadSettings, level_db
+from ivr.bot.knowledge import Entry, load_seed
+from ivr.bot.recognizers import Recognizer, RecognizerError, build_recognizers
+from ivr.bot.understand import Understanding
+from ivr.controller.bot import BOT_ANSWER, BOT_LISTENING, BOT_THINKING, LISTEN_SECONDS
+from ivr.redis_client import connect_redis
+from ivr.settings import Settings
+from tests.support.sip import RtpSink, SippCall
+from tests.support.speech import FRAME, alaw, frames, spoken, upsampled
+from tests.support.stack import Server, admin_client
+
+GOAL_MS = 800.0  # the answer starts this soon after the caller's speech ends (median)
+LAG_FACTOR = 2.0  # a wave's median this many times the single call's: answers lag
+WAVES = (1, 2, 4, 8, 16)
+QUICK_WAVES = (1, 2, 4)
+QUESTIONS = 10  # knowledge-base questions each recognizer is timed on
+VOICES = {"en": "en-us", "zh": "cmn"}  # espeak-ng's voice of a language, where not its code
+TO_THE_BOT = "911"  # on 120: other languages, English, traffic (the callbot)
+REPLY_SECONDS = 15.0  # the bot answers, asks again or hands over within this (or it failed)
+
+T = TypeVar("T")
+
+
+# --- Recognition speed, offline ---------------------------------------------------------------
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"\w+", text.lower())
+
+
+def _questions(entries: list[Entry], language: str) -> list[tuple[str, str]]:
+    """(question type, its first phrasing) for QUESTIONS types spread over the knowledge base."""
+    asking = [(entry.id, entry.phrasings[language][0]) for entry in entries
+              if entry.phrasings.get(language)]
+    return asking[::max(1, len(asking) // QUESTIONS)][:QUESTIONS]
+
+
+def _time_recognizer(recognizer: Recognizer, entries: list[Entry],
+                     understanding: Understanding, folder: Path
+                     ) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """The recognizer's figures, and the questions it heard well enough to be answered."""
+    language = recognizer.language
+    audio_seconds = recognition_seconds = 0.0
+    word_for_word = 0
+    misheard: list[str] = []
+    understood: list[tuple[str, str]] = []
+    asked = _questions(entries, language)
+    for question_type, text in asked:
+        # Telephone audio: 8 kHz from the caller, 16 kHz as Asterisk hands it to the bot.
+        audio = upsampled(spoken(text, folder, voice=VOICES.get(language, language)), folder)
+        started = time.perf_counter()
+        heard = recognizer.recognize(audio)
+        recognition_seconds += time.perf_counter() - started
+        audio_seconds += len(audio) / 2 / RATE
+        if _words(heard) == _words(text):
+            word_for_word += 1
+        else:
+            misheard.append(f"{text!r} -> {heard!r}")
+        if understanding.match(heard, language).question_type == question_type:
+            understood.append((question_type, text))
+    return {
+        "language": language,
+        "questions": len(asked),
+        "audio_seconds": round(audio_seconds, 1),
+        "recognition_seconds": round(recognition_seconds, 3),
+        "seconds_per_audio_second": round(recognition_seconds / audio_seconds, 3)
+        if audio_seconds else None,
+        "word_for_word": word_for_word,
+        "question_type_matched": len(understood),
+        "misheard": misheard,
+    }, understood
+
+
+def _recognition_speed(settings: Settings, entries: list[Entry], folder: Path
+                      ) -> tuple[dict[str, Any], dict[str, list[tuple[str, str]]]]:
+    """Each engine's figures ("pocketsphinx", "vosk" for English, "vosk_<lang>" for another
+    language's model), and per engine the English questions it got right."""
+    understanding = Understanding(entries)
+    models = settings.vosk_models()
+    figures: dict[str, Any] = {}
+    understood: dict[str, list[tuple[str, str]]] = {}
+    if "en" not in models:
+        figures["vosk"] = {"skipped": "no English Vosk model here: IVR_VOSK_MODEL_EN does not "
+                                      "name a model folder"}
+    for engine, language in [("pocketsphinx", "en"), *(("vosk", lang) for lang in models)]:
+        name = engine if language == "en" else f"{engine}_{language}"
+        started = time.perf_counter()
+        try:
+            # The controller's factory, as Callbot.start calls it.
+            recognizer = build_recognizers({language: engine}, models, entries)[language]
+        except RecognizerError as exc:
+            figures[name] = {"skipped": str(exc)}
+            continue
+        load_seconds = round(time.perf_counter() - started, 2)
+        figures[name], right = _time_recognizer(recognizer, entries, understanding, folder)
+        figures[name]["load_seconds"] = load_seconds
+        if language == "en":
+            understood[engine] = right
+    return figures, understood
+
+
+# --- Real bot calls ---------------------------------------------------------------------------
+
+
+@dataclass
+class _CallerEar(RtpSink):
+    """The caller's RTP endpoint, also noting when each packet of the server's audio came."""
+
+    arrivals: list[float] = field(default_factory=list)
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        super().datagram_received(data, addr)
+        if len(data) >= 12:
+            self.arrivals.append(time.monotonic())
+
+    def first_after(self, moment: float) -> float | None:
+        return next((arrival for arrival in self.arrivals if arrival > moment), None)
+
+
+@dataclass(frozen=True)
+class _Question:
+    question_type: str
+    text: str
+    payloads: list[bytes]  # 20 ms of A-law each, as the caller's phone sends them
+    voice_seconds: float  # from the first payload to the end of the last word
+
+
+def _caller_question(question_type: str, text: str, folder: Path) -> _Question:
+    samples = spoken(text, folder)
+    # The last word ends with the last frame the bot's voice activity could take for voice;
+    # espeak-ng adds a few hundred ms of quiet after it.
+    loud_enough = VadSettings().min_voice_db
+    size = FRAME * 2
+    voiced = [number for number in range(len(samples) // size)
+              if level_db(samples[number * size:(number + 1) * size]) >= loud_enough]
+    last = max(voiced, default=len(samples) // size)
+    return _Question(question_type, text, frames(alaw(samples)), (last + 1) * 0.02)
+
+
+@dataclass
+class _BotCall:
+    caller: str
+    question: _Question
+    sipp: SippCall
+    ear: _CallerEar
+    lead: float = 0.0  # seconds to wait before speaking, so that all callers stop together
+    step: str = ""  # the call's step in its live state, as last seen
+    channel_id: str = ""
+    voice_ended: float = 0.0  # monotonic time of the caller's last word
+    heard_ms: float | None = None  # last word -> first packet of the answer, at the caller
+    finished: bool = False  # SIPp ended
+    problem: str = ""  # why the call failed
+
+
+async def _until(check: Callable[[], T], seconds: float, what: str) -> T:
+    deadline = time.monotonic() + seconds
+    while not (result := check()):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no {what} within {seconds:.0f} s")
+        await asyncio.sleep(0.02)
+    return result
+
+
+async def _follow(server: Server, calls: list[_BotCall], speak: asyncio.Event) -> None:
+    """Each call's step, from the live state in Redis; and the moment for all to speak: when
+    every call listens, or halfway to the bot's "are you there?" after the first one does."""
+    redis = connect_redis(server.settings)
+    by_caller = {call.caller: call for call in calls}
+    first_listening = 0.0
+    try:
+        while True:
+            async for key in redis.scan_iter(match="ivr:call:*"):
+                caller, step = cast(list[str | None],
+                                    await redis.hmget(key, ["caller", "step"]))
+                call = by_caller.get(caller or "")
+                if call is not None:
+                    call.step, call.channel_id = step or "", key.removeprefix("ivr:call:")
+            if not first_listening and any(call.step == BOT_LISTENING for call in calls):
+                first_listening = time.monotonic()
+            if all(call.step == BOT_LISTENING or call.problem for call in calls) or (
+                    first_listening and time.monotonic() - first_listening > LISTEN_SECONDS / 2):
+                speak.set()
+            await asyncio.sleep(0.1)
+    finally:
+        await redis.aclose()
+
+
+async def _line_quiet(ear: RtpSink) -> None:
+    """The line's quiet after the question, as a phone goes on sending it (until cancelled)."""
+    while True:
+        await ear.silence(0.2)
+
+
+async def _hang_up(ari: AriClient, call: _BotCall) -> None:
+    if call.channel_id:
+        with contextlib.suppress(AriError, httpx.HTTPError), unless_gone():
+            await ari.hangup(call.channel_id)
+
+
+async def _bot_call(call: _BotCall, speak: asyncio.Event, ari: AriClient) -> None:
+    """One caller: to the callbot, the question when everyone asks, then "yes, thank you"."""
+    ear = call.ear
+    try:
+        await call.sipp.start()
+        await _until(lambda: ear.audio_seconds >= 0.5, 20, "greeting")
+        await ear.press(TO_THE_BOT)
+        await _until(lambda: call.step == BOT_LISTENING, 30, "bot listening")
+        await asyncio.wait_for(speak.wait(), LISTEN_SECONDS)
+        await ear.silence(0.5 + call.lead)  # a phone sends the line's quiet meanwhile
+        said_at = time.monotonic()
+        await ear.say(call.question.payloads)
+        call.voice_ended = said_at + call.question.voice_seconds
+        quiet = asyncio.create_task(_line_quiet(ear))
+        try:
+            await _until(lambda: call.step not in (BOT_LISTENING, BOT_THINKING),
+                         REPLY_SECONDS, "reply from the bot")
+            if call.step == BOT_ANSWER:
+                first = await _until(lambda: ear.first_after(call.voice_ended) or 0.0, 5,
+                                     "audio of the answer")
+                call.heard_ms = (first - call.voice_ended) * 1000
+        finally:
+            quiet.cancel()
+            await asyncio.wait([quiet])  # not `await quiet`: that would swallow our own cancel
+        if call.step == BOT_ANSWER:
+            await ear.press("1")  # that answered it: the bot says goodbye and hangs up
+        else:
+            await _hang_up(ari, call)  # asked again or handed over: the record says which
+        result = await call.sipp.finished(30)
+        call.finished = True
+        if not result.ok:
+            call.problem = f"SIPp: {(result.errors or result.output).strip()[-200:]}"
+    except Exception as exc:  # one call's failure is a figure of its wave, not the bench's end
+        call.problem = f"{type(exc).__name__}: {exc}"
+
+
+async def _records(api: httpx.AsyncClient, callers: set[str], since: datetime
+                   ) -> dict[str, dict[str, Any]]:
+    """The ended call records of these callers, from ``since`` (each call has its number)."""
+    found: dict[str, dict[str, Any]] = {}
+    deadline = time.monotonic() + 15
+    while len(found) < len(callers) and time.monotonic() < deadline:
+        response = await api.get("/api/calls", params={"limit": 200})
+        response.raise_for_status()
+        for record in response.json():
+            if (record["caller"] in callers and record["ended_at"]
+                    and datetime.fromisoformat(record["started_at"]) >= since):
+                found[record["caller"]] = record
+        await asyncio.sleep(0.3)
+    return found
+
+
+def _percentiles(values: list[float]) -> dict[str, float | None]:
+    """Median and 95th percentile, the way the server's figures count them."""
+    if not values:
+        return {"p50": None, "p95": None}
+    ordered = sorted(values)
+    return {"p50": round(statistics.median(ordered), 1),
+            "p95": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.95))], 1)}
+
+
+def _median(values: list[float]) -> float | None:
+    return round(statistics.median(values), 1) if values else None
+
+
+@dataclass
+class _Wave:
+    size: int
+    seconds: float  # how long the wave took, from dialling to the last record
+    first_audio_ms: list[float] = field(default_factory=list)  # from the call records
+    heard_ms: list[float] = field(default_factory=list)  # at the caller
+    stages: dict[str, list[float]] = field(default_factory=dict)
+    answered: int = 0
+    handed_off: int = 0
+    failed: int = 0
+    problems: list[str] = field(default_factory=list)
+    lag: str = ""  # why answers lag in this wave, if they do
+
+    def count(self, call: _BotCall, record: dict[str, Any] | None) -> None:
+        bot = (record or {}).get("bot") or {}
+        stage = next((s for s in bot.get("stages") or () if "first_audio_ms" in s), None)
+        if stage is not None:
+            self.first_audio_ms.append(stage["first_audio_ms"])
+            # Where the time goes: recognizing, understanding, rendering the answer, and the
+            # rest (events, Redis, Asterisk starting the playback).
+            spent = {"recognize_ms": stage.get("recognize_s", 0.0) * 1000,
+                     "understand_ms": stage.get("understand_ms", 0.0),
+                     "speak_ms": stage.get("speak_ms", 0.0)}
+            spent["rest_ms"] = stage["first_audio_ms"] - sum(spent.values())
+            spent["audio_s"] = stage.get("audio_s", 0.0)
+            for name, value in spent.items():
+                self.stages.setdefault(name, []).append(value)
+            if call.heard_ms is not None:
+                self.heard_ms.append(call.heard_ms)
+        heard = [line for line in bot.get("transcript") or () if line.startswith("caller:")]
+        if call.problem or record is None:
+            self.failed += 1
+            self.problems.append(f"{call.caller}: {call.problem or 'no call record'}")
+        elif stage is not None:
+            self.answered += 1
+        elif bot.get("handoff"):
+            self.handed_off += 1
+            self.problems.append(f"{call.caller}: handed off ({bot['handoff']}), {heard}")
+        else:
+            self.failed += 1
+            self.problems.append(f"{call.caller}: not answered ({call.step}), {heard}")
+
+    def judge(self, single_p50: float | None) -> None:
+        p50 = _median(self.first_audio_ms)
+        if self.failed:
+            self.lag = f"{self.failed} of {self.size} calls failed"
+        elif p50 is None:
+            self.lag = "no call was answered"
+        elif p50 > GOAL_MS:
+            self.lag = f"median {p50} ms, over {GOAL_MS:.0f} ms"
+        elif single_p50 is not None and p50 > LAG_FACTOR * single_p50:
+            self.lag = f"median {p50} ms, over {LAG_FACTOR:g}x the single call's {single_p50} ms"
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "calls": self.size, "answered": self.answered, "handed_off": self.handed_off,
+            "failed": self.failed,
+            "first_audio_ms": _percentiles(self.first_audio_ms),
+            "heard_by_caller_ms": _percentiles(self.heard_ms),
+            "stages_p50": {name: _median(values) for name, values in self.stages.items()},
+            "lag": self.lag or None,
+            "problems": self.problems[:5],
+            "seconds": self.seconds,
+        }
+
+
+async def _wave(server: Server, api: httpx.AsyncClient, ari: AriClient, size: int,
+                questions: list[_Question], numbers: list[str]) -> _Wave:
+    """``size`` callers at once, each asking the bot a question; they all stop speaking at the
+    same moment, so that the bot recognizes ``size`` utterances at once (the worst case)."""
+    calls = []
+    for number, caller in enumerate(numbers):
+        sipp = SippCall("caller.xml", "120", server.sip_target, server.workdir, caller)
+        sipp.rtp = ear = _CallerEar()
+        calls.append(_BotCall(caller, questions[number % len(questions)], sipp, ear))
+    longest = max(call.question.voice_seconds for call in calls)
+    for call in calls:
+        call.lead = longest - call.question.voice_seconds
+    started = time.monotonic()
+    since = datetime.now(UTC) - timedelta(seconds=1)
+    speak = asyncio.Event()
+    follower = asyncio.create_task(_follow(server, calls, speak))
+    try:
+        await asyncio.gather(*(_bot_call(call, speak, ari) for call in calls))
+    finally:
+        follower.cancel()
+        await asyncio.wait([follower])
+        for call in calls:
+            if not call.finished:
+                await _hang_up(ari, call)
+            await call.sipp.stop()
+    records = await _records(api, set(numbers), since)
+    wave = _Wave(size, seconds=round(time.monotonic() - started, 1))
+    for call in calls:
+        wave.count(call, records.get(call.caller))
+    return wave
+
+
+async def _concurrent_calls(server: Server, asked: list[tuple[str, str]], sizes: tuple[int, ...],
+                           folder: Path) -> tuple[dict[str, Any], list[_Wave]]:
+    """Waves of simultaneous bot calls, up to the first one whose answers lag."""
+    questions = await asyncio.to_thread(
+        lambda: [_caller_question(kind, text, folder) for kind, text in asked])
+    # Plainly fake caller numbers, one per call, so each call's record is found by it.
+    numbers = [f"0109990{n:04d}" for n in random.sample(range(10_000), sum(sizes))]
+    waves: list[_Wave] = []
+    ari = AriClient(server.settings.ari_base_url, server.settings.ari_user,
+                    server.settings.ari_secret())
+    try:
+        async with admin_client(server) as api:
+            for size in sizes:
+                wave = await _wave(server, api, ari, size, questions, numbers[:size])
+                numbers = numbers[size:]
+                wave.judge(_median(waves[0].first_audio_ms) if waves else None)
+                waves.append(wave)
+                if wave.lag:
+                    break
+            figures = (await api.get("/api/bot/figures")).json()
+    finally:
+        await ari.close()
+    steady = [wave.size for wave in waves if not wave.lag]
+    return {
+        "waves": [wave.summary() for wave in waves],
+        # The waves stop at the first that lags: every wave before it kept up.
+        "max_concurrent_without_lag": steady[-1] if steady else 0,
+        "lagged_within_waves": len(steady) < len(waves),
+        "lag_rule": f"a wave lags when its median first_audio_ms is over {GOAL_MS:.0f} ms or "
+                    f"{LAG_FACTOR:g}x the single call's, or a call fails",
+        "questions": [question.text for question in questions],
+        "server_figures": {name: round(value, 3) for name, value in figures.items()
+                           if name in ("calls", "resolved", "handed_off",
+                                       "recognition_per_audio_second",
+                                       "answer_latency_ms_p50", "answer_latency_ms_p95")},
+    }, waves
+
+
+async def bench_callbot(server: Server, quick: bool = False) -> dict[str, Any]:
+    """The callbot's figures on a running stack: recognition speed per engine, concurrent bot
+    calls before answers lag, and the end of speech to the answer's first audio."""
+    # Other stacks on the machine slow the bot down: the figures are read with its load.
+    load_before = os.getloadavg()[0]
+    folder = server.workdir / "callbot"
+    entries = load_seed(server.settings.knowledge_seed_path)  # what a fresh stack is seeded with
+    recognition, understood = await asyncio.to_thread(
+        _recognition_speed, server.settings, entries, folder)
+    english = server.settings.bot_recognizer_choices().get("en", "")
+    if english not in understood:
+        return {"recognition": recognition,
+                "concurrent_calls": {"skipped": f"English has no recognizer ({english!r})"},
+                "answer_start_ms": {"p50": None, "p95": None, "calls": 0}}
+    # Questions its engine heard right offline: a call that fails then failed on the line.
+    asked = understood[english] or _questions(entries, "en")
+    calls, waves = await _concurrent_calls(server, asked, QUICK_WAVES if quick else WAVES,
+                                          folder)
+    steady = [wave for wave in waves if not wave.lag]
+    first_audio = [ms for wave in steady for ms in wave.first_audio_ms]
+    heard = [ms for wave in steady for ms in wave.heard_ms]
+    return {
+        "recognition": recognition,
+        "concurrent_calls": calls,
+        "answer_start_ms": {
+            **_percentiles(first_audio), "calls": len(first_audio), "goal_p50": GOAL_MS,
+            "heard_by_caller": {**_percentiles(heard), "calls": len(heard)},
+            "end_of_speech_silence_ms": VadSettings().end_silence_ms,
+        },
+        "machine": {"cpus": os.cpu_count(), "load_average_before": round(load_before, 2),
+                    "load_average_after": round(os.getloadavg()[0], 2)},
+    }
+
+
+def _main() -> None:
+    # `kill` stops it as Ctrl-C does: the calls are hung up and the stack is stopped.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    # shift=1000: the default ports (and shift 0) belong to other stacks running meanwhile.
+    server = start_product(CACHE / "callbot-dev", shift=1000)
+    try:
+        started = time.monotonic()
+        figures = asyncio.run(bench_callbot(server, quick="--quick" in sys.argv))
+        print(json.dumps(figures, indent=2, ensure_ascii=False))
+        print(f"callbot bench: {time.monotonic() - started:.0f} s", file=sys.stderr)
+    finally:
+        stop_product(server)
+
+
+if __name__ == "__main__":
+    _main()
