@@ -6,7 +6,7 @@ SIPP_TARGET ?= 127.0.0.1:$(or $(IVR_SIP_PORT),5060)
 NUMBER ?= 120
 KEY ?= 4
 
-.PHONY: run test install lint call publish clean
+.PHONY: run test install lint call publish bench bench-quick clean
 
 install:
 	@scripts/bootstrap.sh
@@ -18,7 +18,7 @@ test: install lint
 	$(VENV)/pytest
 
 lint: install
-	$(VENV)/ruff check ivr tests
+	$(VENV)/ruff check ivr tests bench
 	$(VENV)/mypy
 
 # One test call from SIPp acting as the carrier: dials NUMBER (120), presses KEY (4) after 3 s
@@ -31,6 +31,14 @@ call:
 # After editing dialplans/ or audio_prompts/: check, render and make it live, no restart.
 publish: install
 	$(VENV)/ivr dialplan publish
+
+# How many calls, how fast, against plain Asterisk with app_queue on this machine (bench/README.md):
+# about 20 minutes; `make bench-quick` takes a minute or two. Figures in bench/results.json.
+bench: install
+	$(VENV)/python -m bench
+
+bench-quick: install
+	$(VENV)/python -m bench --quick
 
 clean:
 	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache

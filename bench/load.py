@@ -258,12 +258,14 @@ async def run_step(system: System, step: Step, phones: AgentPhones, workdir: Pat
     try:
         await asyncio.wait_for(callers.wait(), duration_limit + 30)
     except TimeoutError:
-        callers.kill()
-        await callers.wait()
         result.errors.append("the callers' SIPp did not finish in time")
+    finally:  # also when the benchmark is interrupted: no SIPp is left behind
+        if callers.returncode is None:
+            callers.kill()
+            await callers.wait()
     result.seconds = round(time.monotonic() - started, 1)
     result.first_audio_ms = [ms for ms in await probes if ms is not None]
-    await asyncio.sleep(1.5)  # the agents' SIPp writes its statistics every second
+    await asyncio.sleep(2.5)  # SIPp writes its statistics every 1 s, the controller every 2 s
 
     after = cpu_of(pids)
     result.cpu_seconds = {name: round(after[name] - cpu_before[name], 2)
