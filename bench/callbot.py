@@ -234,18 +234,26 @@ async def _line_quiet(ear: RtpSink) -> None:
 
 async def _hang_up(ari: AriClient, call: _BotCall) -> None:
     if call.channel_id:
-        with contextlib.suppress(AriError, httpx.HTTPError), unless_gone():
+        with contextlib.suppress(AriError), unless_gone():
             await ari.hangup(call.channel_id)
 
 
 async def _bot_call(call: _BotCall, speak: asyncio.Event, ari: AriClient) -> None:
     """One caller: to the callbot, the question when everyone asks, then "yes, thank you"."""
     ear = call.ear
+
+    def hung_up() -> bool:  # the server ended the call (SIPp ends at its BYE)
+        return not call.sipp.running
+
     try:
         await call.sipp.start()
-        await _until(lambda: ear.audio_seconds >= 0.5, 20, "greeting")
-        await ear.press(TO_THE_BOT)
-        await _until(lambda: call.step == BOT_LISTENING, 30, "bot listening")
+        await _until(lambda: ear.audio_seconds >= 0.5 or hung_up(), 20, "greeting")
+        if not hung_up():
+            await ear.press(TO_THE_BOT)
+            await _until(lambda: call.step == BOT_LISTENING or hung_up(), 30, "bot listening")
+        if hung_up():
+            call.problem = "the server hung up before the bot listened"
+            return
         await asyncio.wait_for(speak.wait(), LISTEN_SECONDS)
         await ear.silence(0.5 + call.lead)  # a phone sends the line's quiet meanwhile
         said_at = time.monotonic()
@@ -253,7 +261,7 @@ async def _bot_call(call: _BotCall, speak: asyncio.Event, ari: AriClient) -> Non
         call.voice_ended = said_at + call.question.voice_seconds
         quiet = asyncio.create_task(_line_quiet(ear))
         try:
-            await _until(lambda: call.step not in (BOT_LISTENING, BOT_THINKING),
+            await _until(lambda: call.step not in (BOT_LISTENING, BOT_THINKING) or hung_up(),
                          REPLY_SECONDS, "reply from the bot")
             if call.step == BOT_ANSWER:
                 first = await _until(lambda: ear.first_after(call.voice_ended) or 0.0, 5,
@@ -335,7 +343,8 @@ class _Wave:
         heard = [line for line in bot.get("transcript") or () if line.startswith("caller:")]
         if call.problem or record is None:
             self.failed += 1
-            self.problems.append(f"{call.caller}: {call.problem or 'no call record'}")
+            outcome = f" (outcome {record['outcome']})" if record else ""
+            self.problems.append(f"{call.caller}: {call.problem or 'no call record'}{outcome}")
         elif stage is not None:
             self.answered += 1
         elif bot.get("handoff"):

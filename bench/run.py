@@ -322,12 +322,35 @@ def table(results: dict[str, Any]) -> str:
     if runs:
         lines.append(f"CPU ms per call @{goal} in each run: product {runs['product_ms']}, "
                      f"baseline {runs['baseline_ms']}")
-    bot = results.get("callbot", {})
-    lines.append("")
-    lines.append(f"callbot: {json.dumps(bot, ensure_ascii=False)}")
-    lines.append(f"routing core: {json.dumps(results.get('routing', {}))}")
+    lines += ["", *callbot_lines(results.get("callbot", {})), *routing_lines(results["routing"])]
     lines.append(f"machine: {json.dumps(results['machine'])}; {results['duration_s']} s in all")
     return "\n".join(lines)
+
+
+def callbot_lines(bot: dict[str, Any]) -> list[str]:
+    lines = []
+    for engine, figures in bot.get("recognition", {}).items():
+        if "skipped" in figures:
+            lines.append(f"callbot, {engine}: skipped ({figures['skipped']})")
+        else:
+            lines.append(f"callbot, {engine}: {figures['seconds_per_audio_second']} s of "
+                         f"recognition per s of audio; {figures['question_type_matched']}/"
+                         f"{figures['questions']} questions understood offline")
+    answer = bot.get("answer_start_ms", {})
+    calls = bot.get("concurrent_calls", {})
+    lines.append(f"callbot: end of speech to first answer audio p50 {_cell(answer.get('p50'))}"
+                 f" ms, p95 {_cell(answer.get('p95'))} ms ({answer.get('calls', 0)} calls); "
+                 f"bot calls at once before answers lag: "
+                 f"{_cell(calls.get('max_concurrent_without_lag'))}")
+    return lines
+
+
+def routing_lines(routing: dict[str, Any]) -> list[str]:
+    together = routing.get("concurrent", {})
+    return [f"routing core ({routing['agents']} agents, {routing['queues']} queues): "
+            f"{routing['decisions_per_s']} decisions/s, p99 {routing['p99_ms']} ms; "
+            f"{together.get('tasks')} at once: {together.get('decisions_per_s')} decisions/s, "
+            f"p99 {together.get('p99_ms')} ms"]
 
 
 def main() -> None:

@@ -20,7 +20,7 @@ import logging
 import time
 import uuid
 
-from ivr.ari import Event, unless_gone
+from ivr.ari import ChannelGone, Event, unless_gone
 from ivr.bot.audio import Listener, Utterance
 from ivr.controller.queueing import Queueing
 from ivr.controller.state import CallState
@@ -46,6 +46,7 @@ QUESTION, CONFIRM, KEYPAD = "question", "confirm", "keypad"
 
 LISTEN_SECONDS = 10.0  # silence after a bot prompt before it asks again
 MAX_MISSES = 2  # not understood (or silent) this many times: an agent takes over
+STASIS_WAITS = 20  # times 50 ms: how long the bot waits for its new channels to enter Stasis
 YES = ("yes", "yeah", "yep", "thanks", "thank", "네", "예", "됐어요", "감사")
 NO = ("no", "nope", "not", "아니", "아뇨")
 
@@ -96,8 +97,16 @@ class Bot(Queueing):
         await self.ari.request("POST", "/channels/externalMedia", params={
             "app": app, "external_host": self.listener.address, "format": "slin16",
             "channelId": bot.media_channel})
-        bot.bridge_id = await self.services.bridge(
-            f"bot:{channel}", [bot.snoop_channel, bot.media_channel])
+        for attempt in range(STASIS_WAITS):
+            try:
+                bot.bridge_id = await self.services.bridge(
+                    f"bot:{channel}", [bot.snoop_channel, bot.media_channel])
+                break
+            except ChannelGone as exc:
+                # 422: the new channels are still on their way into Stasis (seen under load).
+                if exc.status != 422 or attempt == STASIS_WAITS - 1:
+                    raise
+                await asyncio.sleep(0.05)
         await self._save()
 
     async def _close_ears(self) -> None:

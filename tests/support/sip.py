@@ -148,6 +148,11 @@ class SippCall:
         errors = self.error_file.read_text() if self.error_file.exists() else ""
         return SippResult(self._process.returncode or 0, output.decode(errors="replace"), errors)
 
+    @property
+    def running(self) -> bool:
+        """SIPp still runs: the call is up, or being set up (it ends at the server's BYE)."""
+        return self._process is not None and self._process.returncode is None
+
     async def stop(self) -> None:
         """End SIPp if it still runs (a call given up on) and close the RTP socket: safe to
         call at any time, also after ``finished``."""
