@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import random
 import socket
 import statistics
@@ -65,6 +66,7 @@ def free_port() -> int:
 @contextlib.asynccontextmanager
 async def redis_server(workdir: Path) -> AsyncIterator[Redis]:
     """A throwaway redis-server on loopback and a client for it; the server always stops."""
+    os.makedirs(workdir, exist_ok=True)
     port = free_port()
     server = await asyncio.create_subprocess_exec(
         "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
