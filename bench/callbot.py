@@ -37,6 +37,7 @@ from typing import Any, TypeVar, cast
 
 import httpx
 
+from bench.load import percentiles
 from bench.stacks import CACHE, start_product, stop_product
 from ivr.ari import AriClient, AriError, unless_gone
 from ivr.bot.audio import RATE, VadSettings, level_db
@@ -298,15 +299,6 @@ async def _records(api: httpx.AsyncClient, callers: set[str], since: datetime
     return found
 
 
-def _percentiles(values: list[float]) -> dict[str, float | None]:
-    """Median and 95th percentile, the way the server's figures count them."""
-    if not values:
-        return {"p50": None, "p95": None}
-    ordered = sorted(values)
-    return {"p50": round(statistics.median(ordered), 1),
-            "p95": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.95))], 1)}
-
-
 def _median(values: list[float]) -> float | None:
     return round(statistics.median(values), 1) if values else None
 
@@ -369,8 +361,8 @@ class _Wave:
         return {
             "calls": self.size, "answered": self.answered, "handed_off": self.handed_off,
             "failed": self.failed,
-            "first_audio_ms": _percentiles(self.first_audio_ms),
-            "heard_by_caller_ms": _percentiles(self.heard_ms),
+            "first_audio_ms": percentiles(self.first_audio_ms),
+            "heard_by_caller_ms": percentiles(self.heard_ms),
             "stages_p50": {name: _median(values) for name, values in self.stages.items()},
             "lag": self.lag or None,
             "problems": self.problems[:5],
@@ -473,8 +465,8 @@ async def bench_callbot(server: Server, quick: bool = False) -> dict[str, Any]:
         "recognition": recognition,
         "concurrent_calls": calls,
         "answer_start_ms": {
-            **_percentiles(first_audio), "calls": len(first_audio), "goal_p50": GOAL_MS,
-            "heard_by_caller": {**_percentiles(heard), "calls": len(heard)},
+            **percentiles(first_audio), "calls": len(first_audio), "goal_p50": GOAL_MS,
+            "heard_by_caller": {**percentiles(heard), "calls": len(heard)},
             "end_of_speech_silence_ms": VadSettings().end_silence_ms,
         },
         "machine": {"cpus": os.cpu_count(), "load_average_before": round(load_before, 2),

@@ -307,9 +307,14 @@ async def _probes(system: System, workdir: Path, step: Step) -> list[float | Non
     return times
 
 
-def summary(values: list[float]) -> dict[str, Any]:
+def percentiles(values: list[float]) -> dict[str, float | None]:
+    """Median and 95th percentile (ms), the way the server's own figures count them."""
     if not values:
-        return {"p50": None, "p95": None, "n": 0}
+        return {"p50": None, "p95": None}
     ordered = sorted(values)
-    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
-    return {"p50": round(statistics.median(ordered), 1), "p95": p95, "n": len(ordered)}
+    return {"p50": round(statistics.median(ordered), 1),
+            "p95": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.95))], 1)}
+
+
+def summary(values: list[float]) -> dict[str, Any]:
+    return {**percentiles(values), "n": len(values)}

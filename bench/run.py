@@ -35,11 +35,9 @@ from bench.load import (
 from bench.register import register_agents
 from bench.routing import bench_routing
 from bench.stacks import CACHE, start_product, stop_product
-from ivr.acd.agents import Agents
-from ivr.acd.core import acd_for
-from ivr.ari import AriClient
+from ivr.acd.agents import open_agents
 from ivr.controller.reaction import percentile, reaction_histogram
-from ivr.db import create_engine, init_schema, sessionmaker
+from ivr.db import create_engine, sessionmaker
 from ivr.dialplan.versions import DialplanVersions
 from ivr.redis_client import connect_redis
 from tests.support.stack import Server
@@ -66,14 +64,8 @@ async def product_agents(server: Server, names: list[str], workdir: Path) -> Non
     """The agents as an admin makes them, their phones registered (to the agents' SIPp) and
     ready. Their contact is the SIPp that answers for all of them, not the address the
     REGISTER came from, so the endpoints do not rewrite it."""
-    settings = server.settings
-    engine = create_engine(settings.sql_url)
-    redis = connect_redis(settings)
-    ari = AriClient(settings.ari_base_url, settings.ari_user, settings.ari_secret())
-    try:
-        await init_schema(engine)
-        acd = acd_for(settings, redis)
-        agents = Agents(sessionmaker(engine), ari, acd, settings.stasis_apps)
+    async with open_agents(server.settings) as agents:
+        acd, ari = agents.acd, agents.ari
         passwords = {}
         for name in names:
             made = await agents.create(name, name, {"general": 3}, ["ko"])
@@ -93,10 +85,6 @@ async def product_agents(server: Server, names: list[str], workdir: Path) -> Non
                                        f"(Asterisk: {endpoint.get('state')})")
                 await asyncio.sleep(0.2)
             await acd.log_in(name)
-    finally:
-        await ari.close()
-        await redis.aclose()
-        await engine.dispose()
 
 
 async def menu_audio(server: Server) -> dict[str, Path]:

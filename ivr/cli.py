@@ -93,24 +93,10 @@ def _dialplan_publish(args: argparse.Namespace) -> int:
 
 
 async def _with_agents(action: Callable[[Agents, Acd], Awaitable[int]]) -> int:
-    from ivr.acd.agents import Agents
-    from ivr.acd.core import acd_for
-    from ivr.ari import AriClient
-    from ivr.db import create_engine, init_schema, sessionmaker
-    from ivr.redis_client import connect_redis
+    from ivr.acd.agents import open_agents
 
-    settings = load_settings()
-    engine = create_engine(settings.sql_url)
-    redis = connect_redis(settings)
-    ari = AriClient(settings.ari_base_url, settings.ari_user, settings.ari_secret())
-    try:
-        await init_schema(engine)
-        acd = acd_for(settings, redis)
-        return await action(Agents(sessionmaker(engine), ari, acd, settings.stasis_apps), acd)
-    finally:
-        await ari.close()
-        await redis.aclose()
-        await engine.dispose()
+    async with open_agents(load_settings()) as agents:
+        return await action(agents, agents.acd)
 
 
 def _agent(args: argparse.Namespace) -> int:

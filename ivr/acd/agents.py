@@ -12,14 +12,19 @@ import hashlib
 import logging
 import re
 import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from ivr.acd.core import Acd, AgentProfile
+from ivr.acd.core import Acd, AgentProfile, acd_for
 from ivr.ari import AriClient, unless_gone
+from ivr.db import create_engine, init_schema, sessionmaker
 from ivr.models import Agent
+from ivr.redis_client import connect_redis
+from ivr.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +56,8 @@ class Agents:
     def __init__(self, sessions: async_sessionmaker[AsyncSession], ari: AriClient,
                  acd: Acd, apps: list[str]) -> None:
         self._sessions = sessions
-        self._ari = ari
-        self._acd = acd
+        self.ari = ari
+        self.acd = acd
         self._apps = apps  # the Stasis apps that hear agents' registrations
 
     async def create(self, username: str, name: str, skills: dict[str, int],
@@ -71,7 +76,7 @@ class Agents:
                 raise AgentError(f"agent {username!r} exists already")
             session.add(agent)
         await self._provision(agent)
-        await self._acd.save_agent(profile)
+        await self.acd.save_agent(profile)
         await self._watch_registration(username)
         log.info("agent %s created (%s)", username, ", ".join(
             f"{topic} {level}" for topic, level in skills.items()))
@@ -85,9 +90,9 @@ class Agents:
             await session.delete(agent)
         for object_type in ("endpoint", "aor", "auth"):
             with unless_gone():
-                await self._ari.request(
+                await self.ari.request(
                     "DELETE", f"/asterisk/config/dynamic/res_pjsip/{object_type}/{username}")
-        await self._acd.remove_agent(username)
+        await self.acd.remove_agent(username)
         log.info("agent %s removed", username)
 
     async def list(self) -> list[Agent]:
@@ -99,10 +104,10 @@ class Agents:
         agents = await self.list()
         for agent in agents:
             await self._provision(agent)
-            await self._acd.save_agent(
+            await self.acd.save_agent(
                 AgentProfile(agent.username, agent.name, agent.skills, agent.languages))
-            endpoint = await self._ari.request("GET", f"/endpoints/PJSIP/{agent.username}")
-            await self._acd.set_registered(agent.username, endpoint.get("state") == "online")
+            endpoint = await self.ari.request("GET", f"/endpoints/PJSIP/{agent.username}")
+            await self.acd.set_registered(agent.username, endpoint.get("state") == "online")
             await self._watch_registration(agent.username)
         return len(agents)
 
@@ -110,19 +115,35 @@ class Agents:
         """The controller hears DeviceStateChanged when the agent's softphone comes and goes."""
         for app in self._apps:
             with unless_gone():  # a controller that is not connected subscribes when it comes
-                await self._ari.request("POST", f"/applications/{app}/subscription",
+                await self.ari.request("POST", f"/applications/{app}/subscription",
                                         params={"eventSource": f"deviceState:PJSIP/{username}"})
 
     async def _provision(self, agent: Agent) -> None:
         base = "/asterisk/config/dynamic/res_pjsip"
         name = agent.username
-        await self._ari.request("PUT", f"{base}/auth/{name}", body=_fields({
+        await self.ari.request("PUT", f"{base}/auth/{name}", body=_fields({
             "auth_type": "digest", "username": name, "realm": REALM,
             "password_digest": f"MD5:{agent.sip_digest}"}))
-        await self._ari.request("PUT", f"{base}/aor/{name}", body=_fields({
+        await self.ari.request("PUT", f"{base}/aor/{name}", body=_fields({
             "max_contacts": "1", "remove_existing": "yes", "qualify_frequency": "0"}))
-        await self._ari.request("PUT", f"{base}/endpoint/{name}", body=_fields({
+        await self.ari.request("PUT", f"{base}/endpoint/{name}", body=_fields({
             "transport": "transport-udp", "context": AGENT_CONTEXT, "disallow": "all",
             "allow": "alaw,ulaw", "auth": name, "aors": name, "direct_media": "no",
             "rtp_symmetric": "yes", "force_rport": "yes", "rewrite_contact": "yes",
             "dtmf_mode": "rfc4733", "callerid": f"{agent.name} <{name}>"}))
+
+
+@asynccontextmanager
+async def open_agents(settings: Settings) -> AsyncIterator[Agents]:
+    """The agents' accounts for a tool outside the server processes (the `ivr agent` command,
+    the benchmark): SQL, Redis and ARI opened for it and closed afterwards."""
+    engine = create_engine(settings.sql_url)
+    redis = connect_redis(settings)
+    ari = AriClient(settings.ari_base_url, settings.ari_user, settings.ari_secret())
+    try:
+        await init_schema(engine)
+        yield Agents(sessionmaker(engine), ari, acd_for(settings, redis), settings.stasis_apps)
+    finally:
+        await ari.close()
+        await redis.aclose()
+        await engine.dispose()
