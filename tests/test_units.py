@@ -3,13 +3,20 @@ configuration, the call state machine and prompt rendering (real espeak-ng and s
 
 from __future__ import annotations
 
+import asyncio
 import stat
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
+from ivr.controller.records import CallRecords
 from ivr.controller.state import ALLOWED_MOVES, CallState, IllegalMove, check_move
 from ivr.controller.store import CallData
+from ivr.db import create_engine, init_schema
+from ivr.models import CallEvent, CallRecord
 from ivr.pbx.asterisk import TEMPLATES, AsteriskSetupError, render_template, template_values
 from ivr.prompts import Prompt, duration_seconds, render
 from ivr.secrets import load_settings
@@ -83,3 +90,29 @@ def test_prompt_is_rendered_once_for_the_telephone(tmp_path: Path) -> None:
     assert render(prompt, tmp_path) == first and wav.stat().st_mtime_ns == made  # reused
     changed = render(Prompt("hello", "ko", "안녕히 계세요"), tmp_path)
     assert changed != first and duration_seconds(first) > 0  # the old file stays for old calls
+
+
+async def test_records_written_together_and_a_bad_one_fails_alone(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Call records are committed in groups (real SQLite): writes made at the same moment all
+    land, and a write that breaks a rule fails alone, not the others of its group."""
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'records.sqlite'}")
+    await init_schema(engine)
+    records = CallRecords(engine)
+    calls = [CallData(channel_id=f"chan-{n}", record_id=f"rec-{n}", did="120") for n in range(3)]
+    at = datetime.now(UTC)
+    await records.started(calls[0], at)
+    results = await asyncio.gather(
+        records.started(calls[1], at),
+        records.started(calls[0], at),  # the same record twice: refused by the primary key
+        records.event(calls[1], "queued", detail="general:ko"),
+        records.started(calls[2], at),
+        return_exceptions=True)
+    assert "a group of 4 writes failed" in caplog.text  # they were one transaction
+    assert isinstance(results[1], IntegrityError)
+    assert [r for n, r in enumerate(results) if n != 1] == [None, None, None]
+    async with engine.connect() as connection:
+        ids = (await connection.execute(select(CallRecord.id))).scalars().all()
+        kinds = (await connection.execute(select(CallEvent.kind))).scalars().all()
+    assert sorted(ids) == ["rec-0", "rec-1", "rec-2"] and kinds == ["queued"]
+    await engine.dispose()

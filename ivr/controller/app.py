@@ -427,7 +427,7 @@ async def run_controller(settings: Settings) -> None:
                     timeout=settings.ari_timeout)
     acd = acd_for(settings, redis)
     callbot = await Callbot.start(settings, redis, sessions)  # a bad model setting stops here
-    controller = Controller(settings, redis, ari, CallRecords(sessions), dialplans,
+    controller = Controller(settings, redis, ari, CallRecords(engine), dialplans,
                             Agents(sessions, ari, acd, [settings.stasis_app]), acd, callbot)
     log.info("controller %s: ARI %s, app %r", settings.controller_id,
              settings.ari_base_url, settings.stasis_app)

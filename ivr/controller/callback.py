@@ -13,14 +13,12 @@ import logging
 import uuid
 from datetime import datetime
 
-from sqlalchemy import update
-
 from ivr.acd.core import call_key
 from ivr.ari import AriError, ChannelGone, Event, unless_gone
 from ivr.controller.base import CallServices, now
 from ivr.controller.state import CallState
 from ivr.controller.store import CallData
-from ivr.models import Callback, CallOutcome
+from ivr.models import CallOutcome
 
 log = logging.getLogger(__name__)
 
@@ -219,6 +217,4 @@ class CallbackRun:
                                      "agent": self.data.agent}
         if done:
             values["done_at"] = now()
-        async with self.services.records.sessions() as session, session.begin():
-            await session.execute(
-                update(Callback).where(Callback.id == self.callback_id).values(**values))
+        await self.services.records.callback_status(self.callback_id, **values)

@@ -1,26 +1,86 @@
-"""Call records in SQL: written when a call starts, is answered and ends."""
+"""Call records in SQL: written when a call starts, is answered and ends, with its timeline.
+
+Hundreds of calls write at once, so writes are committed in groups: every writer still waits
+until its own write is committed (nothing is reported written that is not), but the writes that
+arrive together share one transaction instead of paying for one each.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import datetime
 
-from sqlalchemy import update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import insert, update
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.sql import Executable
 
 from ivr.controller.store import CallData
+from ivr.db import sessionmaker
 from ivr.models import Callback, CallEvent, CallRecord
 
 log = logging.getLogger(__name__)
 
 
-class CallRecords:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
-        self._sessions = sessions
+class GroupCommit:
+    """One writer task: takes every statement waiting, runs them in one transaction, and tells
+    each waiting call when it is committed. A group that fails is written again one statement
+    per transaction, so that one bad write fails alone."""
 
-    @property
-    def sessions(self) -> async_sessionmaker[AsyncSession]:
-        return self._sessions
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._waiting: list[tuple[Executable, asyncio.Future[None]]] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def write(self, statement: Executable) -> None:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append((statement, done))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_waiting())
+        await done
+
+    async def _write_waiting(self) -> None:
+        while self._waiting:
+            group, self._waiting = self._waiting, []
+            try:
+                await self._commit([statement for statement, _ in group])
+            except SQLAlchemyError as exc:
+                if len(group) == 1:
+                    _settle(group[0][1], exc)
+                    continue
+                log.warning("a group of %d writes failed (%s): writing them one by one",
+                            len(group), exc)
+                for statement, done in group:
+                    try:
+                        await self._commit([statement])
+                    except SQLAlchemyError as one:
+                        _settle(done, one)
+                    else:
+                        _settle(done, None)
+            else:
+                for _, done in group:
+                    _settle(done, None)
+
+    async def _commit(self, statements: list[Executable]) -> None:
+        async with self._engine.begin() as connection:
+            for statement in statements:
+                await connection.execute(statement)
+
+
+def _settle(done: asyncio.Future[None], error: Exception | None) -> None:
+    if done.done():  # the call that waited was cancelled: its write stands anyway
+        return
+    if error is None:
+        done.set_result(None)
+    else:
+        done.set_exception(error)
+
+
+class CallRecords:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._sessions = sessionmaker(engine)
+        self._writes = GroupCommit(engine)
 
     async def callback_call(self, callback_id: str) -> str | None:
         """The record of the call that asked for this callback."""
@@ -29,22 +89,19 @@ class CallRecords:
             return callback.call_id if callback else None
 
     async def started(self, call: CallData, at: datetime) -> None:
-        async with self._sessions() as session, session.begin():
-            session.add(
-                CallRecord(
-                    id=call.record_id,
-                    channel_id=call.channel_id,
-                    did=call.did,
-                    caller=call.caller,
-                    line=call.line,
-                    district=call.district,
-                    language=call.language,
-                    path=list(call.path),
-                    started_at=at,
-                    dialplan_version=call.dialplan_version or None,
-                    callback_of=call.callback_of or None,
-                )
-            )
+        await self._writes.write(insert(CallRecord).values(
+            id=call.record_id,
+            channel_id=call.channel_id,
+            did=call.did,
+            caller=call.caller,
+            line=call.line,
+            district=call.district,
+            language=call.language,
+            path=list(call.path),
+            started_at=at,
+            dialplan_version=call.dialplan_version or None,
+            callback_of=call.callback_of or None,
+        ))
 
     async def answered(self, call: CallData, at: datetime) -> None:
         await self._update(call.record_id, answered_at=at)
@@ -71,17 +128,18 @@ class CallRecords:
 
     async def event(self, call: CallData, kind: str, agent: str = "", detail: str = "") -> None:
         """One step of the call's timeline (queue entry, offer, answer, no answer...)."""
-        async with self._sessions() as session, session.begin():
-            session.add(CallEvent(call_id=call.record_id, kind=kind, agent=agent or None,
-                                  detail=detail))
+        await self._writes.write(insert(CallEvent).values(
+            call_id=call.record_id, kind=kind, agent=agent or None, detail=detail))
 
     async def _update(self, record_id: str, **values: object) -> None:
-        async with self._sessions() as session, session.begin():
-            await session.execute(
-                update(CallRecord).where(CallRecord.id == record_id).values(**values)
-            )
+        await self._writes.write(
+            update(CallRecord).where(CallRecord.id == record_id).values(**values))
 
     async def callback_requested(self, call: CallData, callback_id: str) -> None:
-        async with self._sessions() as session, session.begin():
-            session.add(Callback(id=callback_id, call_id=call.record_id, number=call.caller,
-                                 queue=call.queue))
+        await self._writes.write(insert(Callback).values(
+            id=callback_id, call_id=call.record_id, number=call.caller, queue=call.queue))
+
+    async def callback_status(self, callback_id: str, **values: object) -> None:
+        """A callback's progress: its status, attempts, agent and when it was done."""
+        await self._writes.write(
+            update(Callback).where(Callback.id == callback_id).values(**values))
