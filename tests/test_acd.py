@@ -1,4 +1,5 @@
-"""The routing core on a real Redis: the best agent for each caller, in one atomic step."""
+"""The routing core on a real Redis: the best agent for each caller, in one atomic step; and
+the live state of calls it works with."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 from redis.asyncio import Redis
 
 from ivr.acd.core import Acd, AgentProfile, AgentState, Widening, now_ms
+from ivr.controller.store import CallData, CallStore
 from tests.support.sip import free_udp_port
 
 
@@ -168,3 +170,26 @@ async def test_two_controllers_never_give_an_agent_two_calls(acd: Acd, redis_url
     assert conflicts == []
     assert sorted(served) == sorted(f"caller{n}" for n in range(40))  # each exactly once
     assert await acd.waiting("traffic:ko") == 0
+
+
+async def test_a_calls_live_state_sends_changes_and_survives_a_lost_hash(redis_url: str) -> None:
+    """The live state of a call: after the first save only changed fields go to Redis, and if
+    Redis lost the call meanwhile (flushed, restarted empty) the next save writes it whole."""
+    redis = Redis.from_url(redis_url, decode_responses=True)
+    await redis.flushdb()
+    store = CallStore(redis, "node/ivr")
+    call = CallData(channel_id="chan-1", record_id="rec-1", did="120", caller="0299990000")
+    await store.save(call)
+    await redis.hset(store.call_key("chan-1"), "caller", "changed elsewhere")
+    call.menu = "main"
+    await store.save(call)  # only the menu is sent: the other field stays as it was changed
+    assert await redis.hmget(store.call_key("chan-1"), ["menu", "caller"]) == [
+        "main", "changed elsewhere"]
+    await redis.flushdb()
+    call.retries = 1
+    await store.save(call)
+    again = await store.load("chan-1")
+    assert again == call and await store.channel_ids() == {"chan-1"}
+    await store.remove("chan-1")
+    assert await store.load("chan-1") is None
+    await redis.aclose()

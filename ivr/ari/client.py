@@ -126,6 +126,13 @@ class AriClient:
         result: Json = await self.request("GET", f"/applications/{name}")
         return result
 
+    async def allow_events(self, app: str, types: Sequence[str]) -> None:
+        """Only these event types reach the application: Asterisk sends the others (variables
+        set, dialplan steps, bridge moves...) to nobody instead of to a controller that
+        ignores them."""
+        await self.request("PUT", f"/applications/{app}/eventFilter",
+                           body={"allowed": [{"type": kind} for kind in types]})
+
     # --- Channels ---------------------------------------------------------------------------
 
     async def channels(self) -> list[Json]:

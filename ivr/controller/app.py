@@ -38,6 +38,12 @@ log = logging.getLogger(__name__)
 # The first Stasis argument of the legs the controller dials itself.
 LEGS = ("agent", "citizen", "outside", "consult", "snoop")
 
+# The ARI events the calls act on; Asterisk keeps the rest (about two thirds of a call's events:
+# variables set, bridge and dialplan moves) to itself.
+EVENTS_USED = ("StasisStart", "StasisEnd", "ChannelDestroyed", "ChannelHangupRequest",
+               "ChannelDtmfReceived", "PlaybackStarted", "PlaybackFinished",
+               "DeviceStateChanged")
+
 # Synthetic events the controller puts in a channel's queue itself.
 RECOVER = "ControllerRecover"
 VANISHED = "ControllerVanished"
@@ -78,6 +84,7 @@ class Controller:
             post=self._enqueue,
         )
         self.legs: dict[str, str] = {}  # an agent's leg -> the caller's channel
+        self._registered: dict[str, bool] = {}  # agent -> softphone registered, as last seen
         self._dispatching: asyncio.Task[None] | None = None
         self._dispatch_again = False
         self.ari = ari
@@ -146,10 +153,14 @@ class Controller:
         """An agent's device state: UNAVAILABLE while their softphone is not registered."""
         agent = str(device.get("name", "")).removeprefix("PJSIP/")
         online = device.get("state") not in ("UNAVAILABLE", "INVALID", "UNKNOWN")
+        if self._registered.get(agent) == online:
+            return  # a call only made the phone busy or free again: three times a call
         live = await self.acd.agent(agent)
         if not live or (live.get("registered") == "1") == online:
-            return  # not an agent, or nothing changed (a call only made the phone busy)
+            self._registered[agent] = online
+            return  # not an agent, or nothing changed
         await self.acd.set_registered(agent, online)
+        self._registered[agent] = online
         log.info("agent %s: softphone %s", agent, "registered" if online else "not registered")
         self.dispatch()
 
@@ -318,6 +329,7 @@ class Controller:
 
     async def recover(self) -> None:
         """Match the channels in Stasis with the calls Redis knows, after each connection."""
+        await self.ari.allow_events(self.settings.stasis_app, EVENTS_USED)
         channels = await self.ari.channels()
         in_stasis = {
             channel["id"]: channel
@@ -342,6 +354,7 @@ class Controller:
         for callback_id in callbacks - self.callbacks.keys():
             self._enqueue(callback_id, {"type": RECOVER_CALLBACK, "in_stasis": sorted(present)})
         orphans = await self._destroy_orphan_bridges()
+        self._registered.clear()  # the sync below reads Asterisk and Redis afresh
         try:
             log.info("%d agents in Asterisk and Redis", await self.agents.sync())
         except RedisError as exc:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import insert, update
+from sqlalchemy import Table, insert, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql import Executable
@@ -19,6 +20,11 @@ from sqlalchemy.sql import Executable
 from ivr.controller.store import CallData
 from ivr.db import sessionmaker
 from ivr.models import Callback, CallEvent, CallRecord
+
+# The tables themselves (not the ORM classes): plain Core statements cost a fraction to build.
+CALLS = cast(Table, CallRecord.__table__)
+EVENTS = cast(Table, CallEvent.__table__)
+CALLBACKS = cast(Table, Callback.__table__)
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +95,7 @@ class CallRecords:
             return callback.call_id if callback else None
 
     async def started(self, call: CallData, at: datetime) -> None:
-        await self._writes.write(insert(CallRecord).values(
+        await self._writes.write(insert(CALLS).values(
             id=call.record_id,
             channel_id=call.channel_id,
             did=call.did,
@@ -128,18 +134,18 @@ class CallRecords:
 
     async def event(self, call: CallData, kind: str, agent: str = "", detail: str = "") -> None:
         """One step of the call's timeline (queue entry, offer, answer, no answer...)."""
-        await self._writes.write(insert(CallEvent).values(
+        await self._writes.write(insert(EVENTS).values(
             call_id=call.record_id, kind=kind, agent=agent or None, detail=detail))
 
     async def _update(self, record_id: str, **values: object) -> None:
         await self._writes.write(
-            update(CallRecord).where(CallRecord.id == record_id).values(**values))
+            update(CALLS).where(CALLS.c.id == record_id).values(**values))
 
     async def callback_requested(self, call: CallData, callback_id: str) -> None:
-        await self._writes.write(insert(Callback).values(
+        await self._writes.write(insert(CALLBACKS).values(
             id=callback_id, call_id=call.record_id, number=call.caller, queue=call.queue))
 
     async def callback_status(self, callback_id: str, **values: object) -> None:
         """A callback's progress: its status, attempts, agent and when it was done."""
         await self._writes.write(
-            update(Callback).where(Callback.id == callback_id).values(**values))
+            update(CALLBACKS).where(CALLBACKS.c.id == callback_id).values(**values))

@@ -107,12 +107,12 @@ class CallData:
     bot: BotState = field(default_factory=BotState)
 
     def to_redis(self) -> dict[str, str]:
-        values = asdict(self)
+        values: dict[str, Any] = {name: getattr(self, name) for name in CALL_FIELDS}
         values["state"] = str(self.state)
         values["path"] = json.dumps(self.path)
         values["menu_stack"] = json.dumps(self.menu_stack)
         values["listeners"] = json.dumps(self.listeners)
-        values["bot"] = json.dumps(values["bot"])
+        values["bot"] = json.dumps(asdict(self.bot))
         return {key: str(value) if value is not None else "" for key, value in values.items()}
 
     @classmethod
@@ -131,25 +131,41 @@ class CallData:
         return cls(**{key: value for key, value in data.items() if key in known})
 
 
+CALL_FIELDS = tuple(CallData.__dataclass_fields__)
+
+
 class CallStore:
     def __init__(self, redis: Redis, controller: str = "") -> None:
         # controller: whose calls this store saves and lists ("" to only load calls)
         self.redis = redis
         self.controller = controller
         self.calls_key = f"ivr:calls:{controller}"
+        # What Redis holds of each call this store saved: later saves send only what changed.
+        self._saved: dict[str, dict[str, str]] = {}
 
     @staticmethod
     def call_key(channel_id: str) -> str:
         return f"ivr:call:{channel_id}"
 
     async def save(self, call: CallData) -> None:
-        key = self.call_key(call.channel_id)
         call.controller = self.controller
+        values = call.to_redis()
+        key = self.call_key(call.channel_id)
+        saved = self._saved.pop(call.channel_id, None)  # back only once Redis has it
+        if saved is not None:
+            changed = {name: value for name, value in values.items() if saved[name] != value}
+            if not changed or not await self.redis.hset(key, mapping=cast(dict[Any, Any],
+                                                                           changed)):
+                # No field was new to the hash: it is whole. (New fields would mean Redis
+                # lost the call, so it is written whole below.)
+                self._saved[call.channel_id] = values
+                return
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(key, mapping=cast(dict[Any, Any], call.to_redis()))
+            pipe.hset(key, mapping=cast(dict[Any, Any], values))
             pipe.expire(key, CALL_TTL_SECONDS)
             pipe.sadd(self.calls_key, call.channel_id)
             await pipe.execute()
+        self._saved[call.channel_id] = values
 
     async def load(self, channel_id: str) -> CallData | None:
         values = cast(dict[str, str], await self.redis.hgetall(self.call_key(channel_id)))
@@ -158,6 +174,7 @@ class CallStore:
         return CallData.from_redis(values)
 
     async def remove(self, channel_id: str) -> None:
+        self._saved.pop(channel_id, None)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.delete(self.call_key(channel_id))
             pipe.srem(self.calls_key, channel_id)
