@@ -17,9 +17,10 @@ from __future__ import annotations
 import json
 import logging
 import os
-import queue
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -51,36 +52,24 @@ class Recognizer(Protocol):
         ...
 
 
-class _Pool:
-    """Decoders are not shared between threads: each utterance borrows one."""
-
-    def __init__(self, make: Callable[[], Any]) -> None:
-        self._make = make
-        self._free: queue.SimpleQueue[Any] = queue.SimpleQueue()
-
-    def run(self, work: Callable[[Any], str]) -> str:
-        try:
-            decoder = self._free.get_nowait()
-        except queue.Empty:  # all busy: one more (as many as calls recognize at once)
-            decoder = self._make()
-        try:
-            return work(decoder)
-        finally:
-            self._free.put(decoder)
-
-
 def _words(text: str) -> list[str]:
     return re.sub(r"[^a-z' ]", " ", text.lower()).split()
 
 
 class PocketSphinx:
-    """English by a grammar of the phrases the bot can expect."""
+    """English by a grammar of the phrases the bot can expect.
+
+    The decoder holds Python's lock while it works, which would stop every call of the
+    controller for the length of a recognition: it runs in worker processes instead (one per
+    core), each with its own decoder, so the event loop goes on and recognitions of calls at
+    the same moment run side by side."""
 
     engine = "pocketsphinx"
 
-    def __init__(self, phrases: Iterable[str], language: str = "en") -> None:
+    def __init__(self, phrases: Iterable[str], language: str = "en",
+                 workers: int | None = None) -> None:
         try:
-            from pocketsphinx import Decoder, get_model_path
+            from pocketsphinx import get_model_path
         except ImportError as exc:  # pragma: no cover - it is a dependency
             raise RecognizerError("pocketsphinx is not installed (pip install pocketsphinx)") \
                 from exc
@@ -94,33 +83,57 @@ class PocketSphinx:
         self.phrases = kept
         grammar = ("#JSGF V1.0;\ngrammar questions;\npublic <question> = "
                    + " | ".join(f"( {phrase} )" for phrase in kept) + ";\n")
-
-        def make() -> Any:
-            # maxhmmpf bounds the search, so a question off the grammar costs no more time
-            # than one on it.
-            decoder = Decoder(samprate=RATE, lm=None, logfn=os.devnull, maxhmmpf=3000,
-                              bestpath=False)
-            decoder.add_jsgf_string("questions", grammar)
-            decoder.activate_search("questions")
-            return decoder
-
-        self._pool = _Pool(make)
-        self._pool.run(lambda decoder: "")  # a broken grammar fails here, at start
+        count = workers or os.cpu_count() or 1
+        # spawn, not fork: the controller has threads and an event loop a fork would copy.
+        self._workers = ProcessPoolExecutor(count, mp_context=get_context("spawn"),
+                                            initializer=_start_decoder, initargs=(grammar,))
+        # Every worker starts now, not during a call; a broken grammar fails here, at start.
+        try:
+            for started in [self._workers.submit(_ready) for _ in range(count)]:
+                started.result()
+        except Exception as exc:
+            self._workers.shutdown(cancel_futures=True)
+            raise RecognizerError(f"pocketsphinx: the grammar of the English phrasings does "
+                                  f"not load ({exc})") from exc
 
     def recognize(self, audio: bytes) -> str:
-        def decode(decoder: Any) -> str:
-            decoder.start_utt()
-            decoder.process_raw(audio, full_utt=True)
-            decoder.end_utt()
-            hypothesis = decoder.hyp()
-            if hypothesis is not None:
-                return str(hypothesis.hypstr)
-            # The end of the grammar was not reached (the caller said part of a phrase, or
-            # more): the words of the best path so far still tell what was asked.
-            return " ".join(seg.word for seg in decoder.seg() or ()
-                            if not seg.word.startswith(("<", "[")))
+        return self._workers.submit(_decode, audio).result()
 
-        return self._pool.run(decode)
+    def close(self) -> None:
+        self._workers.shutdown(cancel_futures=True)
+
+
+# --- Inside a PocketSphinx worker process ---------------------------------------------------------
+
+_decoder: Any = None  # this worker's decoder
+
+
+def _start_decoder(grammar: str) -> None:
+    global _decoder
+    from pocketsphinx import Decoder
+
+    # maxhmmpf bounds the search, so a question off the grammar costs no more time than one
+    # on it.
+    _decoder = Decoder(samprate=RATE, lm=None, logfn=os.devnull, maxhmmpf=3000, bestpath=False)
+    _decoder.add_jsgf_string("questions", grammar)
+    _decoder.activate_search("questions")
+
+
+def _ready() -> bool:
+    return _decoder is not None
+
+
+def _decode(audio: bytes) -> str:
+    _decoder.start_utt()
+    _decoder.process_raw(audio, full_utt=True)
+    _decoder.end_utt()
+    hypothesis = _decoder.hyp()
+    if hypothesis is not None:
+        return str(hypothesis.hypstr)
+    # The end of the grammar was not reached (the caller said part of a phrase, or more): the
+    # words of the best path so far still tell what was asked.
+    return " ".join(seg.word for seg in _decoder.seg() or ()
+                    if not seg.word.startswith(("<", "[")))
 
 
 class Vosk:
