@@ -18,6 +18,8 @@ import json
 import logging
 import os
 import re
+import threading
+import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
@@ -112,11 +114,26 @@ def _start_decoder(grammar: str) -> None:
     global _decoder
     from pocketsphinx import Decoder
 
+    _leave_with_the_controller()
+
     # maxhmmpf bounds the search, so a question off the grammar costs no more time than one
     # on it.
     _decoder = Decoder(samprate=RATE, lm=None, logfn=os.devnull, maxhmmpf=3000, bestpath=False)
     _decoder.add_jsgf_string("questions", grammar)
     _decoder.activate_search("questions")
+
+
+def _leave_with_the_controller() -> None:
+    """A worker never outlives its controller (killed, say): it would keep the controller's
+    output pipe open, and the server starts a new controller only once that pipe closes."""
+    controller = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == controller:
+            time.sleep(0.5)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="controller-watch", daemon=True).start()
 
 
 def _ready() -> bool:
