@@ -68,8 +68,7 @@ class PocketSphinx:
 
     engine = "pocketsphinx"
 
-    def __init__(self, phrases: Iterable[str], language: str = "en",
-                 workers: int | None = None) -> None:
+    def __init__(self, phrases: Iterable[str], language: str = "en") -> None:
         try:
             from pocketsphinx import get_model_path
         except ImportError as exc:  # pragma: no cover - it is a dependency
@@ -85,7 +84,7 @@ class PocketSphinx:
         self.phrases = kept
         grammar = ("#JSGF V1.0;\ngrammar questions;\npublic <question> = "
                    + " | ".join(f"( {phrase} )" for phrase in kept) + ";\n")
-        count = workers or os.cpu_count() or 1
+        count = os.cpu_count() or 1
         # spawn, not fork: the controller has threads and an event loop a fork would copy.
         self._workers = ProcessPoolExecutor(count, mp_context=get_context("spawn"),
                                             initializer=_start_decoder, initargs=(grammar,))
@@ -100,9 +99,6 @@ class PocketSphinx:
 
     def recognize(self, audio: bytes) -> str:
         return self._workers.submit(_decode, audio).result()
-
-    def close(self) -> None:
-        self._workers.shutdown(cancel_futures=True)
 
 
 # --- Inside a PocketSphinx worker process ---------------------------------------------------------

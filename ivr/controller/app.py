@@ -156,13 +156,12 @@ class Controller:
         if self._registered.get(agent) == online:
             return  # a call only made the phone busy or free again: three times a call
         live = await self.acd.agent(agent)
-        if not live or (live.get("registered") == "1") == online:
-            self._registered[agent] = online
-            return  # not an agent, or nothing changed
-        await self.acd.set_registered(agent, online)
+        if live and (live.get("registered") == "1") != online:  # an agent, and it changed
+            await self.acd.set_registered(agent, online)
+            log.info("agent %s: softphone %s", agent,
+                     "registered" if online else "not registered")
+            self.dispatch()
         self._registered[agent] = online
-        log.info("agent %s: softphone %s", agent, "registered" if online else "not registered")
-        self.dispatch()
 
     def dispatch(self) -> None:
         """Match waiting callers with free agents, now; one run at a time per controller."""
