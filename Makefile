@@ -18,7 +18,7 @@ test: install lint
 	$(VENV)/pytest
 
 lint: install
-	$(VENV)/ruff check ivr tests bench
+	$(VENV)/ruff check ivr callbot tests bench
 	$(VENV)/mypy
 
 # One test call from SIPp acting as the carrier: dials NUMBER (120), presses KEY (4) after 3 s

@@ -39,11 +39,11 @@ import httpx
 
 from bench.load import percentiles
 from bench.stacks import CACHE, start_product, stop_product
+from callbot.audio import RATE, VadSettings, level_db
+from callbot.knowledge import Entry, load_seed
+from callbot.recognizers import Recognizer, RecognizerError, build_recognizers
+from callbot.understand import Understanding
 from ivr.ari import AriClient, AriError, unless_gone
-from ivr.bot.audio import RATE, VadSettings, level_db
-from ivr.bot.knowledge import Entry, load_seed
-from ivr.bot.recognizers import Recognizer, RecognizerError, build_recognizers
-from ivr.bot.understand import Understanding
 from ivr.controller.bot import BOT_ANSWER, BOT_LISTENING, BOT_THINKING, LISTEN_SECONDS
 from ivr.redis_client import connect_redis
 from ivr.settings import Settings

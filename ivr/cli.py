@@ -27,7 +27,7 @@ def _run(_: argparse.Namespace) -> int:
 
 
 def _controller(_: argparse.Namespace) -> int:
-    from ivr.bot.recognizers import RecognizerError
+    from callbot.recognizers import RecognizerError
     from ivr.controller.app import run_controller
 
     try:

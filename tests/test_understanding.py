@@ -17,7 +17,7 @@ import pytest
 import yaml
 from sqlalchemy import select
 
-from ivr.bot.knowledge import (
+from callbot.knowledge import (
     Entry,
     KnowledgeEntry,
     KnowledgeError,
@@ -26,7 +26,7 @@ from ivr.bot.knowledge import (
     menu_topics,
     seed_knowledge,
 )
-from ivr.bot.understand import CONFIDENT, Understanding, asks_for_agent
+from callbot.understand import CONFIDENT, Understanding, asks_for_agent
 from ivr.db import create_engine, init_schema, sessionmaker
 
 PROJECT = Path(__file__).resolve().parents[1]

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
+from callbot.service import load_understanding, seed_all
 from ivr.api.auth import ensure_first_admin
 from ivr.api.routes import (
     agents,
@@ -26,8 +27,6 @@ from ivr.api.routes import (
     wallboard,
 )
 from ivr.ari import AriClient
-from ivr.bot.knowledge import load_entries, seed_knowledge
-from ivr.bot.understand import Understanding
 from ivr.db import create_engine, init_schema, sessionmaker
 from ivr.dialplan.versions import DialplanVersions
 from ivr.redis_client import connect_redis
@@ -53,8 +52,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.sessions = sessions
         app.state.redis = connect_redis(settings, timeout=1.0)
         app.state.dialplans = DialplanVersions(sessions, app.state.redis)
-        await seed_knowledge(sessions, settings.knowledge_seed_path)
-        app.state.understanding = Understanding(await load_entries(sessions))
+        await seed_all(settings, sessions)
+        _, app.state.understanding = await load_understanding(settings, sessions)
         app.state.knowledge_lock = asyncio.Lock()  # knowledge edits rebuild it one at a time
         app.state.ari = AriClient(settings.ari_base_url, settings.ari_user,
                                   settings.ari_secret(), timeout=2)

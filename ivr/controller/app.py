@@ -18,10 +18,10 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from callbot.service import Callbot
 from ivr.acd.agents import Agents
 from ivr.acd.core import Acd, acd_for
 from ivr.ari import AriClient, AriError, Event, EventStream, unless_gone
-from ivr.bot.service import Callbot
 from ivr.controller.base import AGENT_ASSIGNED, BRIDGE_PREFIX, CallServices
 from ivr.controller.call import Call
 from ivr.controller.callback import CALLBACK_PREFIX, CallbackRun
@@ -454,6 +454,7 @@ async def run_controller(settings: Settings) -> None:
     except asyncio.CancelledError:
         log.info("controller stopping")
     finally:
+        callbot.close()
         await ari.close()
         await redis.aclose()
         await engine.dispose()

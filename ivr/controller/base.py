@@ -18,9 +18,9 @@ from datetime import UTC, datetime
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
+from callbot.service import Callbot
 from ivr.acd.core import Acd
 from ivr.ari import AriClient, Event, unless_gone
-from ivr.bot.service import Callbot
 from ivr.controller.records import CallRecords
 from ivr.controller.state import CallState, check_move
 from ivr.controller.store import CallData, CallStore

@@ -20,8 +20,9 @@ import logging
 import time
 import uuid
 
+from callbot.audio import Listener, Utterance
+from callbot.workers import RecognitionFailed
 from ivr.ari import ChannelGone, Event, unless_gone
-from ivr.bot.audio import Listener, Utterance
 from ivr.controller.queueing import Queueing
 from ivr.controller.state import CallState
 from ivr.models import CallOutcome
@@ -41,8 +42,18 @@ BOT_SPEECH = "BotSpeechStarted"
 BOT_HEARD = "BotHeard"
 BOT_SILENCE = "BotSilence"
 
-# What the next thing the caller says (or presses) answers.
-QUESTION, CONFIRM, KEYPAD = "question", "confirm", "keypad"
+# What the next thing the caller says (or presses) answers: a question; "did that answer your
+# question?"; "is your question about <title>?"; the keypad version's list.
+QUESTION, CONFIRM, CONFIRM_TYPE, KEYPAD = "question", "confirm", "confirm_type", "keypad"
+
+# What the recognizer says of an utterance it did not make out: the audio most likely held no
+# speech (noise, music, a cough), or its words are too unsure to act on. Then the bot asks
+# again rather than guess (Whisper is known to invent words on noise).
+NO_SPEECH = 0.6
+UNSURE_WORDS = 0.35
+# Below this confidence nothing in the knowledge base is near: the caller is told so at once
+# and an agent takes over, instead of being asked to put it another way.
+NOTHING_NEAR = 0.1
 
 LISTEN_SECONDS = 10.0  # silence after a bot prompt before it asks again
 MAX_MISSES = 2  # not understood (or silent) this many times: an agent takes over
@@ -192,36 +203,76 @@ class Bot(Queueing):
         await self._stop_prompt()
         self.data.step = BOT_THINKING
         callbot = self.services.callbot
-        heard = await callbot.recognize(self.data.language, utterance)
         bot = self.data.bot
+        try:
+            heard = await callbot.recognize(self.data.language, utterance)
+        except RecognitionFailed as exc:
+            # Its worker died, say: this call goes to an agent with what was heard before;
+            # the worker is replaced and no other call notices.
+            log.error("call %s: recognition failed (%s)", self.channel_id, exc)
+            await self._hand_off("recognizer failed")
+            return
         bot.heard_at = heard.ended_at
         stages = {"audio_s": round(heard.audio_seconds, 2),
-                  "recognize_s": round(heard.recognition_seconds, 3)}
+                  "recognize_s": round(heard.recognition_seconds, 3),
+                  "words_sure": heard.confidence, "no_speech": heard.no_speech}
         bot.stages.append(stages)
+        log.info("call %s: bot heard %r (%.1f s of audio in %.2f s, sure %.2f, no speech "
+                 "%.2f)", self.channel_id, heard.text, heard.audio_seconds,
+                 heard.recognition_seconds, heard.confidence, heard.no_speech)
+        if (not heard.text.strip() or heard.no_speech >= NO_SPEECH
+                or heard.confidence < UNSURE_WORDS):
+            bot.transcript.append(f"caller: (not made out) {heard.text}".rstrip())
+            await self._not_understood(prompt="bot_not_heard")
+            return
         bot.transcript.append(f"caller: {heard.text}")
-        log.info("call %s: bot heard %r (%.1f s of audio in %.2f s)", self.channel_id,
-                 heard.text, heard.audio_seconds, heard.recognition_seconds)
-        if bot.phase == CONFIRM and await self._confirmed(heard.text):
+        if bot.phase in (CONFIRM, CONFIRM_TYPE) and await self._confirmed(heard.text):
             return
         started = time.perf_counter()
-        match = callbot.understand(heard.text, self.data.language)
+        match = await callbot.understand(heard.text, self.data.language)
         stages["understand_ms"] = round((time.perf_counter() - started) * 1000, 2)
+        if match.topic:
+            bot.skill = match.skill or match.topic
         if match.wants_agent:
             # To the queue of the question asked before, or of the menu option chosen.
             await self._hand_off("asked for an agent")
         elif match.question_type is not None and match.answer:
-            bot.question_type, bot.confidence = match.question_type, round(match.confidence, 3)
-            bot.skill = match.skill or bot.topic
-            await self._timeline("bot_answer", detail=f"{match.question_type} "
-                                                      f"{match.confidence:.2f}")
-            await self._bot_answer(match.answer)
+            await self._answer_entry(match.question_type, match.confidence)
+        elif match.confirm is not None:
+            bot.pending = match.confirm.question_type
+            bot.confidence = round(match.confidence, 3)
+            await self._timeline("bot_confirm", detail=f"{match.confirm.question_type} "
+                                                       f"{match.confidence:.2f}")
+            title = callbot.by_id[match.confirm.question_type].title_in(self.data.language)
+            bot.phase = CONFIRM_TYPE
+            bot.transcript.append(f"bot: is it about {title}?")
+            await self._play_media(BOT_PROMPT, [await self._speak("bot_confirm_question",
+                                                                  title=title)])
+        elif match.confidence < NOTHING_NEAR or bot.misses + 1 >= MAX_MISSES:
+            await self._outside_knowledge()
         else:
-            if match.topic:
-                bot.skill = match.skill or match.topic
             await self._not_understood()
 
-    async def _not_understood(self) -> None:
-        """Not understood, or nothing said: ask once more (the same way), then hand over."""
+    async def _answer_entry(self, question_type: str, confidence: float) -> None:
+        """Read the answer of a question type (understood, confirmed or chosen by digit)."""
+        bot, callbot = self.data.bot, self.services.callbot
+        entry = callbot.by_id.get(question_type)
+        if entry is None:  # deleted by an admin a moment ago
+            await self._not_understood()
+            return
+        bot.question_type, bot.confidence = entry.id, round(confidence, 3)
+        bot.skill = entry.skill or bot.topic
+        bot.pending = ""
+        await self._timeline("bot_answer", detail=f"{entry.id} {confidence:.2f}")
+        await self._bot_answer(entry.answer_in(self.data.language))
+
+    async def _outside_knowledge(self) -> None:
+        """Not a question the knowledge base answers: the caller is told so, and an agent of
+        the topic (or of the menu option) takes over with the transcript."""
+        await self._hand_off("not in the knowledge base", prompt="bot_unknown")
+
+    async def _not_understood(self, prompt: str = "bot_clarify") -> None:
+        """Not understood, or nothing said: ask once more, then hand over."""
         bot = self.data.bot
         bot.misses += 1
         if bot.misses >= MAX_MISSES:
@@ -231,17 +282,35 @@ class Bot(Queueing):
         elif bot.phase == CONFIRM:
             await self._bot_say(["bot_confirm"], CONFIRM)
         else:
-            await self._bot_say(["bot_clarify"], QUESTION)
+            await self._bot_say([prompt], QUESTION)
 
     async def _confirmed(self, text: str) -> bool:
-        """Yes or no to "did that answer your question?"; False if it was neither."""
+        """Yes or no to "did that answer your question?" or to "is it about <title>?";
+        False if it was neither (then it is heard as a question)."""
         if says(text, NO):
-            await self._hand_off("answer not enough")
+            await self._said_no()
         elif says(text, YES):
-            await self._resolved()
+            await self._said_yes()
         else:
             return False
         return True
+
+    async def _said_yes(self) -> None:
+        bot = self.data.bot
+        if bot.phase == CONFIRM_TYPE:
+            await self._answer_entry(bot.pending, bot.confidence)
+        else:
+            await self._resolved()
+
+    async def _said_no(self) -> None:
+        bot = self.data.bot
+        if bot.phase == CONFIRM_TYPE:
+            # Not that question: once more in other words, then an agent.
+            bot.pending = ""
+            await self._timeline("bot_confirm_no")
+            await self._not_understood()
+        else:
+            await self._hand_off("answer not enough")
 
     async def _bot_silence(self, event: Event) -> None:
         if self.data.step == BOT_LISTENING and event.get("token") == self.data.timer_token:
@@ -256,17 +325,13 @@ class Bot(Queueing):
         bot.transcript.append(f"caller pressed {digit}")
         if digit == "0":
             await self._hand_off("pressed 0")
-        elif bot.phase == CONFIRM and digit in "12":
-            await (self._resolved() if digit == "1" else self._hand_off("answer not enough"))
+        elif bot.phase in (CONFIRM, CONFIRM_TYPE) and digit in "12":
+            await (self._said_yes() if digit == "1" else self._said_no())
         elif bot.phase == KEYPAD and digit.isdigit() and 0 < int(digit) <= len(bot.choices):
-            entry = self.services.callbot.by_id.get(bot.choices[int(digit) - 1])
-            if entry is None:  # deleted by an admin while the list was read: read it again
-                await self._keypad_menu()
+            if bot.choices[int(digit) - 1] not in self.services.callbot.by_id:
+                await self._keypad_menu()  # deleted by an admin while the list was read
                 return
-            bot.question_type, bot.confidence = entry.id, 1.0
-            bot.skill = entry.skill
-            await self._timeline("bot_answer", detail=f"{entry.id} keypad")
-            await self._bot_answer(entry.answer_in(self.data.language))
+            await self._answer_entry(bot.choices[int(digit) - 1], 1.0)
         elif bot.phase == KEYPAD:
             await self._keypad_menu()
         else:
@@ -300,7 +365,7 @@ class Bot(Queueing):
         await self._close_ears()
         await self._play(BOT_GOODBYE, ["bot_goodbye"])
 
-    async def _hand_off(self, reason: str) -> None:
+    async def _hand_off(self, reason: str, prompt: str = "bot_handoff") -> None:
         bot = self.data.bot
         bot.handoff = reason
         await self.services.callbot.count("handed_off")
@@ -309,7 +374,7 @@ class Bot(Queueing):
         await self._close_ears()
         log.info("call %s: bot hands over (%s) to %s", self.channel_id, reason,
                  bot.skill or bot.topic)
-        await self._play(BOT_HANDOFF, ["bot_handoff"])
+        await self._play(BOT_HANDOFF, [prompt])
 
     async def _leave_queue_or_agent(self) -> None:
         """The caller hung up: the bot's ears go with them."""

@@ -37,6 +37,7 @@ class BotState:
     transcript: list[str] = field(default_factory=list)
     question_type: str = ""
     confidence: float = 0.0
+    pending: str = ""  # the question type the bot asked the caller to confirm
     resolved: bool = False
     handoff: str = ""  # why an agent took over
     misses: int = 0  # not understood, or silence

@@ -41,7 +41,8 @@ QUEUE_PROMPTS = ["connecting_agent", "no_agents", "queue_position", "callback_of
 
 # What a caller with the callbot may hear, in their language.
 BOT_PROMPTS = ["bot_greeting", "bot_confirm", "bot_clarify", "bot_handoff", "bot_goodbye",
-               "bot_keypad", "bot_keypad_choice"]
+               "bot_keypad", "bot_keypad_choice", "bot_confirm_question", "bot_unknown",
+               "bot_not_heard"]
 
 # Played to a number that is not in service: before any language is chosen, in two.
 NOT_IN_SERVICE = ("not_in_service@ko", "not_in_service@en")

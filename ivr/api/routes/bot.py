@@ -7,14 +7,15 @@ latency) are at ``GET /api/bot/figures``.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
+from callbot.service import bot_figures
+from callbot.understand import Understanding
 from ivr.api.auth import Principal, require_roles
-from ivr.bot.service import bot_figures
-from ivr.bot.understand import Understanding
 from ivr.models import Role
 
 router = APIRouter(prefix="/api/bot", tags=["callbot"])
@@ -41,17 +42,21 @@ class Answer(BaseModel):
     confidence: float
     answer: str | None
     wants_agent: bool
+    confirm: str | None = Field(
+        description="not sure enough to answer: the question type the bot would ask the "
+                    "caller to confirm")
     candidates: list[CandidateOut]
 
 
 @router.post("/ask", response_model=Answer, summary="Ask the callbot a question as text")
 async def ask(request: Request, question: Question, principal: AnyRole) -> Answer:
     understanding: Understanding = request.app.state.understanding
-    match = understanding.match(question.text, question.language)
+    match = await asyncio.to_thread(understanding.match, question.text, question.language)
     return Answer(
         question_type=match.question_type, topic=match.topic, skill=match.skill,
         confidence=round(match.confidence, 3), answer=match.answer,
         wants_agent=match.wants_agent,
+        confirm=match.confirm.question_type if match.confirm else None,
         candidates=[CandidateOut(question_type=c.question_type, topic=c.topic,
                                  score=round(c.score, 3)) for c in match.candidates])
 

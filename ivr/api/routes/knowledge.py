@@ -10,7 +10,6 @@ it back at the next start.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import datetime
 from typing import Annotated, Any
@@ -21,17 +20,16 @@ from redis.exceptions import RedisError
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
-from ivr.api.audit import record_change
-from ivr.api.auth import Principal, require_roles
-from ivr.api.errors import field_errors
-from ivr.bot.knowledge import (
+from callbot.knowledge import (
     Entry,
     KnowledgeDeleted,
     KnowledgeEntry,
     bump_knowledge_version,
-    load_entries,
 )
-from ivr.bot.understand import Understanding
+from callbot.service import load_understanding
+from ivr.api.audit import record_change
+from ivr.api.auth import Principal, require_roles
+from ivr.api.errors import field_errors
 from ivr.models import Role, aware
 
 log = logging.getLogger(__name__)
@@ -122,8 +120,7 @@ async def _changed(request: Request) -> None:
     state = request.app.state
     # One rebuild at a time, each from SQL after its change: the last one is always current.
     async with state.knowledge_lock:
-        entries = await load_entries(state.sessions)
-        state.understanding = await asyncio.to_thread(Understanding, entries)
+        _, state.understanding = await load_understanding(state.settings, state.sessions)
     try:
         await bump_knowledge_version(state.redis)
     except RedisError as exc:

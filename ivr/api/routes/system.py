@@ -7,8 +7,8 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from callbot.service import bot_figures
 from ivr.api.health import check_parts
-from ivr.bot.service import bot_figures
 from ivr.controller.reaction import percentile, reaction_histogram
 from ivr.controller.store import active_call_count, ended_call_counts
 

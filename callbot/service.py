@@ -21,10 +21,23 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from ivr.bot.audio import Utterance
-from ivr.bot.knowledge import Entry, knowledge_version, load_entries, seed_knowledge
-from ivr.bot.recognizers import Recognizer, build_recognizers
-from ivr.bot.understand import Match, Understanding
+from callbot.audio import Utterance
+from callbot.embeddings import shared_embedder
+from callbot.knowledge import (
+    Entry,
+    knowledge_version,
+    load_entries,
+    load_synonyms,
+    seed_knowledge,
+    seed_synonyms,
+)
+from callbot.recognizers import (
+    ModelSettings,
+    Recognizer,
+    build_recognizers,
+    close_recognizers,
+)
+from callbot.understand import Match, Understanding
 from ivr.prompts import Prompt, render
 from ivr.settings import Settings
 
@@ -43,6 +56,8 @@ class Heard:
     audio_seconds: float
     recognition_seconds: float
     ended_at: float  # time.monotonic() at the end of speech
+    confidence: float = 1.0  # the recognizer's own (0..1)
+    no_speech: float = 0.0  # how likely the audio held no speech
 
 
 @dataclass
@@ -51,27 +66,32 @@ class Callbot:
     redis: Redis
     sessions: async_sessionmaker[AsyncSession]  # where the entries come from
     entries: list[Entry]
+    understanding: Understanding
     recognizers: dict[str, Recognizer] = field(default_factory=dict)
     knowledge_version: int = 0  # ivr:knowledge:version when the entries were loaded
     _reloading: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.understanding = Understanding(self.entries)
         self.by_id = {entry.id: entry for entry in self.entries}
 
     @classmethod
     async def start(cls, settings: Settings, redis: Redis,
                     sessions: async_sessionmaker[AsyncSession]) -> Callbot:
         """Seed the knowledge base (entries it lacks), load it, and build the recognizers."""
-        added = await seed_knowledge(sessions, settings.knowledge_seed_path)
+        added = await seed_all(settings, sessions)
         # Read before loading: an edit made meanwhile then shows as a newer version.
         version = await knowledge_version(redis)
-        entries = await load_entries(sessions)
+        entries, understanding = await load_understanding(settings, sessions)
+        models = ModelSettings(
+            whisper=settings.path(settings.whisper_model) if settings.whisper_model else None,
+            vosk=settings.vosk_models(), cache=settings.path(settings.model_cache),
+            workers=settings.recognizer_workers)
         recognizers = await asyncio.to_thread(
-            build_recognizers, settings.bot_recognizer_choices(), settings.vosk_models(), entries)
+            build_recognizers, settings.bot_recognizer_choices(), models, entries)
         log.info("callbot: %d question types (%d new), recognizers: %s", len(entries), added,
                  ", ".join(f"{lang}={r.engine}" for lang, r in recognizers.items()) or "none")
-        return cls(settings, redis, sessions, entries, recognizers, knowledge_version=version)
+        return cls(settings, redis, sessions, entries, understanding, recognizers,
+                   knowledge_version=version)
 
     async def refresh(self) -> bool:
         """Reload the knowledge base if it changed since it was loaded (its version in Redis
@@ -88,8 +108,7 @@ class Callbot:
                 version = await knowledge_version(self.redis)
                 if version == self.knowledge_version:
                     return False
-                entries = await load_entries(self.sessions)
-                understanding = await asyncio.to_thread(Understanding, entries)
+                entries, understanding = await load_understanding(self.settings, self.sessions)
                 self.entries = entries
                 self.understanding = understanding
                 self.by_id = {entry.id: entry for entry in entries}
@@ -104,15 +123,22 @@ class Callbot:
         return language in self.recognizers
 
     async def recognize(self, language: str, utterance: Utterance) -> Heard:
+        """What the caller said; RecognitionFailed if the utterance could not be recognized
+        (its worker died, say): the call then hands over, and no other call is touched."""
         started = time.perf_counter()
-        text = await asyncio.to_thread(self.recognizers[language].recognize, utterance.audio)
+        transcript = await self.recognizers[language].recognize(utterance.audio)
         took = time.perf_counter() - started
         await self.redis.hincrbyfloat(METRICS_KEY, "audio_seconds", utterance.seconds)
         await self.redis.hincrbyfloat(METRICS_KEY, "recognition_seconds", took)
-        return Heard(text, utterance.seconds, took, utterance.ended_at)
+        return Heard(transcript.text, utterance.seconds, took, utterance.ended_at,
+                     transcript.confidence, transcript.no_speech)
 
-    def understand(self, text: str, language: str) -> Match:
-        return self.understanding.match(text, language)
+    def close(self) -> None:
+        close_recognizers(self.recognizers)
+
+    async def understand(self, text: str, language: str) -> Match:
+        # On a thread: the meaning of the question is computed by the embedding model.
+        return await asyncio.to_thread(self.understanding.match, text, language)
 
     def entries_of(self, topic: str, limit: int = 5) -> list[Entry]:
         """The question types of a topic, for the keypad version's list."""
@@ -136,6 +162,25 @@ class Callbot:
             pipe.lpush(LATENCIES_KEY, round(milliseconds, 1))
             pipe.ltrim(LATENCIES_KEY, 0, KEEP_LATENCIES - 1)
             await pipe.execute()
+
+
+async def seed_all(settings: Settings, sessions: async_sessionmaker[AsyncSession]) -> int:
+    """The question types and synonyms of the seed files that the database lacks."""
+    added = await seed_knowledge(sessions, settings.knowledge_seed_path)
+    await seed_synonyms(sessions, settings.knowledge_synonyms_path)
+    return added
+
+
+async def load_understanding(settings: Settings, sessions: async_sessionmaker[AsyncSession]
+                             ) -> tuple[list[Entry], Understanding]:
+    """The knowledge base as it is in SQL now, indexed for understanding (on a thread: the
+    embedding model may have new phrasings to embed)."""
+    entries = await load_entries(sessions)
+    synonyms = await load_synonyms(sessions)
+    cache = settings.path(settings.model_cache) / "e5-passages.npz"
+    understanding = await asyncio.to_thread(
+        lambda: Understanding(entries, synonyms, shared_embedder(cache)))
+    return entries, understanding
 
 
 async def bot_figures(redis: Redis) -> dict[str, float]:

@@ -33,21 +33,28 @@ import math
 import re
 import unicodedata
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 
-from ivr.bot.knowledge import Entry
+from callbot.embeddings import Embedder
+from callbot.knowledge import Entry
+from callbot.morphemes import content_morphemes
 
-# A question type is answered from this confidence on; below it the bot asks which of the
-# candidates the caller meant, or hands over. Topics use the same bar.
-CONFIDENT = 0.4
+# The bot reads an answer from this (calibrated) confidence on; between CONFIRM and ANSWER it
+# asks "is it about <title>?" first; below CONFIRM it asks the caller to put it another way,
+# or hands over. Chosen on the calibration questions for at most 3 % wrong answers read aloud.
+ANSWER = 0.8
+CONFIRM = 0.4
+CONFIDENT = ANSWER  # kept for callers of the old name
 
-# A similarity this high is as good as a match gets (a caller's question is never a phrasing
-# word for word): at or above it the strength of a match is full.
-_FULL_SCORE = 0.3
-# The runner-up must be this far behind (a quarter of the best score) for a clear lead.
-_CLEAR_LEAD = 0.25
+# How much the meaning (sentence embedding) counts beside the pieces, and the cosine below
+# which two sentences have nothing in common (multilingual-e5 puts unrelated ones near 0.75).
+_MEANING_WEIGHT = 0.5
+_MEANING_FLOOR = 0.75
+# Logistic calibration: intercept, then one weight per signal (see Understanding.signals).
+_CALIBRATION = (-9.958, 6.957, 4.427, -0.396, 5.564, 9.801)
+
 # What a question shares with its match must weigh this much (in IDF: a piece only one
 # question type has weighs about 4.4, one that most have about 1). "요금" alone, or "the bus",
 # is too vague to answer, however similar it is.
@@ -155,9 +162,12 @@ def _ngrams(run: str, sizes: Iterable[int]) -> Iterable[str]:
             yield run[start:start + size]
 
 
-def features(text: str) -> Counter[str]:
+def features(text: str, morphemes: bool = True) -> Counter[str]:
     """The pieces a question is compared by, with their counts."""
     found: Counter[str] = Counter()
+    if morphemes and _HANGUL_RUN.search(text):
+        found.update(f"m:{form}" for form in content_morphemes(_normalise(text))
+                     if _HANGUL_RUN.fullmatch(form) and form not in _KOREAN_FILLERS)
     korean: list[str] = []
     english: list[str] = []
     for word in _normalise(text).split():
@@ -220,6 +230,7 @@ class Candidate:
     topic: str
     skill: str
     score: float
+    meaning: float = 0.0  # cosine of the meanings (0 without an embedder)
 
 
 @dataclass(frozen=True)
@@ -240,17 +251,8 @@ class Match:
     wants_agent: bool
     topic_confidence: float = 0.0
     candidates: tuple[Candidate, ...] = ()
-
-
-def confidence(best: float, runner_up: float, evidence: float) -> float:
-    """How sure a match is (0..1): a strong score, clearly ahead of the runner-up, on enough
-    evidence (the IDF weight of what the question shares with the match)."""
-    if best <= 0:
-        return 0.0
-    strength = min(1.0, best / _FULL_SCORE)
-    lead = min(1.0, (best - runner_up) / (best * _CLEAR_LEAD))
-    enough = min(1.0, evidence / _ENOUGH_EVIDENCE)
-    return round(strength * lead * enough, 4)
+    # Not sure enough to answer, sure enough to ask: "is your question about <title>?"
+    confirm: Candidate | None = None
 
 
 Vector = dict[str, float]
@@ -263,11 +265,20 @@ def _unit(weights: Vector) -> Vector:
 
 
 class Understanding:
-    """The question types of a knowledge base, indexed for matching callers' questions."""
+    """The question types of a knowledge base, indexed for matching callers' questions.
 
-    def __init__(self, entries: Sequence[Entry]) -> None:
+    Two views of a question are combined: its pieces (syllables and morphemes, TF-IDF, above),
+    which are exact about the words, and its meaning (a sentence embedding, when an
+    ``Embedder`` is given), which also sees a question put in other words. Colloquial words
+    (``synonyms``: 물값 -> 수도 요금) are read as what they mean as well as as they are.
+    """
+
+    def __init__(self, entries: Sequence[Entry], synonyms: Mapping[str, str] | None = None,
+                 embedder: Embedder | None = None) -> None:
         self.entries = {entry.id: entry for entry in entries}
+        self.synonyms = _synonym_table(synonyms or {})
         phrasings: list[tuple[str, Counter[str]]] = []
+        texts: list[tuple[str, str]] = []
         # All the phrasings of a question type in one language taken together: one language
         # per vector, so that a Korean question is not measured against English words too.
         together: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
@@ -275,8 +286,9 @@ class Understanding:
         for entry in entries:
             for language, questions in entry.phrasings.items():
                 for question in questions:
-                    counts = features(question)
+                    counts = features(self.expand(question))
                     phrasings.append((entry.id, counts))
+                    texts.append((entry.id, question))
                     together[(entry.id, language)].update(counts)
                     pieces_of[entry.id].update(counts)
         # Inverse document frequency over question types: a piece that many types share
@@ -294,6 +306,21 @@ class Understanding:
         self._by_phrasing = self._index(counts for _, counts in phrasings)
         self._together_owner = [entry_id for entry_id, _ in together]
         self._by_together = self._index(together.values())
+        # Meaning: every phrasing (and title) as a vector; a type scores its closest one.
+        self._embedder = embedder
+        if embedder is not None:
+            for entry in entries:
+                texts.extend((entry.id, title) for title in entry.title.values())
+            self._meaning_owner = [entry_id for entry_id, _ in texts]
+            self._meanings = embedder.passages([text for _, text in texts])
+
+    def expand(self, text: str) -> str:
+        """The text with the meaning of each colloquial word it holds added to it."""
+        if not self.synonyms:
+            return text
+        squeezed = _normalise(text).replace(" ", "")
+        meanings = [meaning for word, meaning in self.synonyms if word in squeezed]
+        return " ".join([text, *meanings]) if meanings else text
 
     def _weights(self, counts: Counter[str]) -> Vector:
         return {piece: (1 + math.log(count)) * self._idf.get(piece, self._unknown_idf)
@@ -305,7 +332,7 @@ class Understanding:
     def evidence(self, text: str, question_type: str) -> float:
         """The weight of what ``text`` shares with a question type (norm of TF-IDF weights)."""
         shared = self._pieces_of.get(question_type, set())
-        weights = self._weights(features(text))
+        weights = self._weights(features(self.expand(text)))
         return math.sqrt(sum(weight * weight for piece, weight in weights.items()
                              if piece in shared))
 
@@ -331,48 +358,107 @@ class Understanding:
         return best
 
     def scores(self, text: str) -> dict[str, float]:
-        """Every question type that shares something with ``text``, with its score (0..1)."""
-        query = self._vector(features(text))
+        """Every question type that shares a piece with ``text``, with its score (0..1)."""
+        query = self._vector(features(self.expand(text)))
         closest = self._best_by_owner(query, self._by_phrasing, self._phrasing_owner)
         together = self._best_by_owner(query, self._by_together, self._together_owner)
         return {entry_id: _CLOSEST_WEIGHT * closest.get(entry_id, 0.0)
                 + (1 - _CLOSEST_WEIGHT) * score for entry_id, score in together.items()}
 
-    def _ranked(self, text: str) -> list[Candidate]:
-        ranked = sorted(self.scores(text).items(), key=lambda item: (-item[1], item[0]))
-        return [self._candidate(entry_id, score) for entry_id, score in ranked]
+    def meaning_scores(self, text: str) -> dict[str, float]:
+        """The cosine of the question's meaning with each type's closest phrasing."""
+        if self._embedder is None or not self._meaning_owner:
+            return {}
+        similarity = self._meanings @ self._embedder.query(self.expand(text))
+        best: dict[str, float] = {}
+        for owner, value in zip(self._meaning_owner, similarity.tolist(), strict=True):
+            if value > best.get(owner, -1.0):
+                best[owner] = value
+        return best
 
-    def _candidate(self, entry_id: str, score: float) -> Candidate:
+    def _ranked(self, text: str, exclude: Collection[str] = ()) -> list[Candidate]:
+        words = self.scores(text)
+        meaning = self.meaning_scores(text)
+        combined = {entry_id: words.get(entry_id, 0.0)
+                    + _MEANING_WEIGHT * max(0.0, value - _MEANING_FLOOR) / (1 - _MEANING_FLOOR)
+                    for entry_id, value in meaning.items()} if meaning else dict(words)
+        ranked = sorted(((entry_id, score) for entry_id, score in combined.items()
+                         if entry_id not in exclude and score > 0),
+                        key=lambda item: (-item[1], item[0]))
+        return [self._candidate(entry_id, score, meaning.get(entry_id, 0.0))
+                for entry_id, score in ranked]
+
+    def _candidate(self, entry_id: str, score: float, meaning: float = 0.0) -> Candidate:
         entry = self.entries[entry_id]
-        return Candidate(entry_id, entry.topic, entry.skill, round(min(score, 1.0), 4))
+        return Candidate(entry_id, entry.topic, entry.skill, round(min(score, 1.5), 4),
+                         round(meaning, 4))
 
     def candidates(self, text: str, limit: int = 3) -> list[Candidate]:
         """The closest question types, best first: what to offer when not sure."""
         return self._ranked(text)[:limit]
 
-    def match(self, text: str, language: str) -> Match:
-        """What the caller asked, with the answer in ``language`` (else English, else Korean)."""
+    def signals(self, text: str, exclude: Collection[str] = ()) -> tuple[
+            list[Candidate], list[float], list[float]]:
+        """The ranked candidates and what the confidences are computed from: the best score,
+        its lead over the runner-up, the evidence, the best meaning and its lead; then the
+        same with the leads over the best candidate of another topic (for the topic)."""
+        ranked = self._ranked(text, exclude)
+        if not ranked:
+            return ranked, [], []
+        best = ranked[0]
+        evidence = min(1.0, self.evidence(text, best.question_type) / _ENOUGH_EVIDENCE)
+
+        def leads(others: list[Candidate]) -> list[float]:
+            runner_up = others[0].score if others else 0.0
+            meaning = max((c.meaning for c in others[:5]), default=0.0)
+            return [best.score, (best.score - runner_up) / best.score, evidence, best.meaning,
+                    best.meaning - meaning]
+
+        other_topics = [c for c in ranked[1:] if c.topic != best.topic]
+        return ranked, leads(ranked[1:]), leads(other_topics)
+
+    def match(self, text: str, language: str, exclude: Collection[str] = ()) -> Match:
+        """What the caller asked, with the answer in ``language`` (else English, else Korean).
+
+        ``exclude``: question types to leave out (to measure questions the knowledge base does
+        not cover)."""
         # Someone who asks for a person gets one; what else they said still picks the queue
         # ("수도요금 때문에 상담원 연결해 주세요" goes to the water agents).
         rest, wants_agent = _without_agent_request(text)
-        ranked = self._ranked(rest)
+        ranked, signals, topic_signals = self.signals(rest, exclude)
         if not ranked:
             return Match(None, None, None, 0.0, None, wants_agent)
         best = ranked[0]
-        runner_up = ranked[1].score if len(ranked) > 1 else 0.0
-        other_topic = next((c.score for c in ranked if c.topic != best.topic), 0.0)
-        evidence = self.evidence(rest, best.question_type)
-        sure = confidence(best.score, runner_up, evidence)
-        topic_sure = confidence(best.score, other_topic, evidence)
-        answered = sure >= CONFIDENT
-        routed = topic_sure >= CONFIDENT
+        sure = calibrated(signals)
+        # The topic is at least as sure as the type: close candidates often share it.
+        topic_sure = max(sure, calibrated(topic_signals))
+        answered = sure >= ANSWER
+        routed = topic_sure >= CONFIRM
         return Match(
             question_type=best.question_type if answered else None,
             topic=best.topic if routed else None,
             skill=best.skill if routed else None,
-            confidence=sure,
+            confidence=round(sure, 4),
             answer=self.entries[best.question_type].answer_in(language) if answered else None,
             wants_agent=wants_agent,
-            topic_confidence=topic_sure,
+            topic_confidence=round(topic_sure, 4),
             candidates=tuple(ranked[:3]),
+            confirm=best if CONFIRM <= sure < ANSWER else None,
         )
+
+
+def _synonym_table(synonyms: Mapping[str, str]) -> list[tuple[str, str]]:
+    """Words without spaces, longest first (주차딱지 before 딱지)."""
+    table = {_normalise(word).replace(" ", ""): meaning for word, meaning in synonyms.items()
+             if word.strip()}
+    return sorted(table.items(), key=lambda item: (-len(item[0]), item[0]))
+
+
+def calibrated(signals: Sequence[float]) -> float:
+    """The probability that the best candidate is the question type asked (0..1), from the
+    match's signals, by a logistic model fitted on questions apart from the knowledge base
+    and the held-out test set (``bench/calibrate.py``)."""
+    if not signals:
+        return 0.0
+    z = _CALIBRATION[0] + sum(w * x for w, x in zip(_CALIBRATION[1:], signals, strict=True))
+    return 1 / (1 + math.exp(-z))

@@ -1,9 +1,10 @@
 """The knowledge base: the question types the callbot can answer, with their answers.
 
-It starts from ``knowledge/seed.yaml`` (format in its header) and lives in SQL, where admins
-edit it. Seeding only adds the question types the database does not have yet, so an edit made
-by an admin is never overwritten by a newer seed file, and a question type an admin deleted is
-remembered (``knowledge_deleted``) so that the seed does not bring it back.
+It starts from ``knowledge/seed/*.yaml`` (one file per topic; format in
+``knowledge/README.md``) and lives in SQL, where admins edit it. Seeding only adds the
+question types the database does not have yet, so an edit made by an admin is never
+overwritten by a newer seed file, and a question type an admin deleted is remembered
+(``knowledge_deleted``) so that the seed does not bring it back.
 
 Each change through the API increments ``ivr:knowledge:version`` in Redis: the controllers'
 callbots compare it with the version they loaded and reload when it moved.
@@ -61,8 +62,19 @@ class Entry(BaseModel):
     skill: str = Field(min_length=1)  # the agent queue's topic when the bot hands over
     department: str = Field(min_length=1)
     contact: str = Field(pattern=r"^[0-9][0-9-]*[0-9]$")
+    # language -> a short name of the question type, for the bot's confirming question
+    title: dict[str, str] = Field(default_factory=dict)
     phrasings: dict[str, list[str]]
     answer: dict[str, str]
+
+    @field_validator("title")
+    @classmethod
+    def _titles(cls, value: dict[str, str]) -> dict[str, str]:
+        for language, text in value.items():
+            _known_language(language)
+            if not text.strip():
+                raise ValueError(f"the '{language}' title is empty")
+        return value
 
     @field_validator("phrasings")
     @classmethod
@@ -89,6 +101,15 @@ class Entry(BaseModel):
             raise ValueError(f"an answer in {' and '.join(missing)} is required")
         return value
 
+    def title_in(self, language: str) -> str:
+        """The name of the question type in the caller's language (else English, else its
+        first phrasing): what the bot asks the caller to confirm."""
+        for choice in (language, "en"):
+            if choice in self.title:
+                return self.title[choice]
+        phrasings = self.phrasings.get(language) or self.phrasings.get("en") or [self.id]
+        return phrasings[0]
+
     def answer_in(self, language: str) -> str:
         """The answer in the caller's language, else English, else Korean."""
         for choice in (language, "en", "ko"):
@@ -107,6 +128,7 @@ class KnowledgeEntry(Base):
     skill: Mapped[str] = mapped_column(String(32))
     department: Mapped[str] = mapped_column(String(128))
     contact: Mapped[str] = mapped_column(String(32))
+    titles: Mapped[dict[str, str] | None] = mapped_column(JSON, nullable=True)  # language -> name
     phrasings: Mapped[dict[str, list[str]]] = mapped_column(JSON)  # language -> questions
     answers: Mapped[dict[str, str]] = mapped_column(JSON)  # language -> answer
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
@@ -115,13 +137,26 @@ class KnowledgeEntry(Base):
     def from_entry(cls, entry: Entry) -> KnowledgeEntry:
         return cls(id=entry.id, topic=entry.topic, skill=entry.skill,
                    department=entry.department, contact=entry.contact,
+                   titles=dict(entry.title),
                    phrasings={k: list(v) for k, v in entry.phrasings.items()},
                    answers=dict(entry.answer))
 
     def to_entry(self) -> Entry:
         return Entry(id=self.id, topic=self.topic, skill=self.skill,
                      department=self.department, contact=self.contact,
-                     phrasings=self.phrasings, answer=self.answers)
+                     title=self.titles or {}, phrasings=self.phrasings, answer=self.answers)
+
+
+class KnowledgeSynonym(Base):
+    """A word callers use (물값) and what the knowledge base calls it (수도 요금)."""
+
+    __tablename__ = "knowledge_synonyms"
+
+    word: Mapped[str] = mapped_column(String(64), primary_key=True)
+    meaning: Mapped[str] = mapped_column(String(128))
+    # Deleted by an admin: kept, so that the seed file does not bring it back.
+    deleted: Mapped[bool] = mapped_column(default=False)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
 class KnowledgeDeleted(Base):
@@ -154,11 +189,44 @@ def menu_topics(menus_file: Path) -> list[str]:
     return [str(topic) for topic in topics]
 
 
+def seed_files(path: Path) -> list[Path]:
+    """The knowledge files: every ``*.yaml`` of a folder, by name, or one file."""
+    if path.is_dir():
+        return sorted(path.glob("*.yaml"))
+    return [path]
+
+
 def load_seed(path: Path, topics: Collection[str] | None = None) -> list[Entry]:
-    """Read and check a knowledge file; KnowledgeError lists every problem found.
+    """Read and check the knowledge files (a folder, or one file); KnowledgeError lists every
+    problem found, with file and line. An id is unique across all the files.
 
     With ``topics``, each entry's topic and skill must be one of them.
     """
+    problems: list[str] = []
+    entries: list[Entry] = []
+    where: dict[str, str] = {}
+    for file in seed_files(path):
+        try:
+            found = _load_file(file, topics)
+        except KnowledgeError as exc:
+            problems.extend(exc.problems)
+            continue
+        for entry, line in found:
+            if entry.id in where:
+                problems.append(f"{line}: entry '{entry.id}': id: already used at "
+                                f"{where[entry.id]}")
+                continue
+            where[entry.id] = line
+            entries.append(entry)
+    if not entries and not problems:
+        problems.append(f"{path}: no knowledge files with entries")
+    if problems:
+        raise KnowledgeError(problems)
+    return entries
+
+
+def _load_file(path: Path, topics: Collection[str] | None) -> list[tuple[Entry, str]]:
+    """The entries of one file, each with its place (file:line)."""
     source = read(path)
     if source.problems:
         raise KnowledgeError([str(problem) for problem in source.problems])
@@ -166,18 +234,11 @@ def load_seed(path: Path, topics: Collection[str] | None = None) -> list[Entry]:
     if not isinstance(data, dict) or not isinstance(data.get("entries"), list):
         raise KnowledgeError([f"{source.name}:1: expected 'entries:' with a list of entries"])
     problems: list[str] = []
-    entries: list[Entry] = []
-    seen: dict[str, int] = {}
+    entries: list[tuple[Entry, str]] = []
     for index, raw in enumerate(data["entries"]):
         entry = _check_entry(source, index, raw, topics, problems)
-        if entry is None:
-            continue
-        if entry.id in seen:
-            problems.append(f"{source.name}:{source.line_of(('entries', index, 'id'))}: entry "
-                            f"'{entry.id}': id: already used by entry #{seen[entry.id] + 1}")
-            continue
-        seen[entry.id] = index
-        entries.append(entry)
+        if entry is not None:
+            entries.append((entry, f"{source.name}:{source.line_of(('entries', index, 'id'))}"))
     if problems:
         raise KnowledgeError(problems)
     return entries
@@ -251,3 +312,67 @@ async def load_entries(sessions: async_sessionmaker[AsyncSession]) -> list[Entry
             fields = ", ".join(".".join(str(p) for p in error["loc"]) for error in exc.errors())
             log.error("knowledge entry '%s' left out: invalid %s", row.id, fields)
     return entries
+
+
+# --- Synonyms ----------------------------------------------------------------------------------
+
+def load_synonyms_file(path: Path) -> dict[str, str]:
+    """``synonyms:`` of a file (word -> meaning); KnowledgeError with file:line for a bad pair.
+    A missing file is no synonyms."""
+    if not path.exists():
+        return {}
+    source = read(path)
+    if source.problems:
+        raise KnowledgeError([str(problem) for problem in source.problems])
+    data = source.data if isinstance(source.data, dict) else {}
+    pairs = data.get("synonyms") or {}
+    if not isinstance(pairs, dict):
+        raise KnowledgeError([f"{source.name}:1: expected 'synonyms:' with word: meaning pairs"])
+    problems = []
+    for word, meaning in pairs.items():
+        problem = synonym_problem(str(word), str(meaning) if meaning is not None else "")
+        if problem:
+            problems.append(f"{source.name}:{source.line_of(('synonyms', word))}: {problem}")
+    if problems:
+        raise KnowledgeError(problems)
+    return {str(word).strip(): str(meaning).strip() for word, meaning in pairs.items()}
+
+
+def synonym_problem(word: str, meaning: str) -> str | None:
+    """Why a synonym pair cannot be used, or None."""
+    if not word.strip():
+        return "the word is empty"
+    if not meaning.strip():
+        return f"'{word}': the meaning is empty"
+    if len(word) > 64 or len(meaning) > 128:
+        return f"'{word}': too long (word 64, meaning 128 characters at most)"
+    if word.strip() == meaning.strip():
+        return f"'{word}': the word and its meaning are the same"
+    return None
+
+
+async def seed_synonyms(sessions: async_sessionmaker[AsyncSession], path: Path) -> int:
+    """Add the synonyms of the file that the database does not have (deleted ones stay
+    deleted); returns how many."""
+    pairs = load_synonyms_file(path)
+    for _ in range(3):
+        async with sessions() as session:
+            known = set((await session.scalars(select(KnowledgeSynonym.word))).all())
+            new = {word: meaning for word, meaning in pairs.items() if word not in known}
+            session.add_all(KnowledgeSynonym(word=word, meaning=meaning)
+                            for word, meaning in new.items())
+            try:
+                await session.commit()
+            except IntegrityError:
+                await session.rollback()
+                continue
+        return len(new)
+    raise KnowledgeError([f"{path.name}: could not seed the synonyms (kept conflicting)"])
+
+
+async def load_synonyms(sessions: async_sessionmaker[AsyncSession]) -> dict[str, str]:
+    """The synonyms in use: word -> meaning."""
+    async with sessions() as session:
+        rows = (await session.scalars(select(KnowledgeSynonym)
+                                      .where(KnowledgeSynonym.deleted.is_(False)))).all()
+    return {row.word: row.meaning for row in rows}

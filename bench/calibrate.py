@@ -1,0 +1,59 @@
+"""Fit the understanding's confidence (a logistic model of the match's signals) on the
+calibration questions, never on the held-out set: ``python -m bench.calibrate``.
+
+Each calibration question gives two examples: matched as it is (right if the best candidate is
+its type), and matched with its own type left out of the knowledge base (never right: a
+question the knowledge base does not cover, as close to it as such a question gets). It prints
+the coefficients to put in ``callbot/understand.py`` (``_CALIBRATION``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from bench.understanding import calibration_questions, understanding
+
+
+def examples() -> tuple[np.ndarray, np.ndarray]:
+    model, _ = understanding()
+    rows, labels = [], []
+    for question in calibration_questions():
+        for exclude in ((), (question.expected,)):
+            ranked, signals, _ = model.signals(question.text, exclude)
+            if not ranked:
+                continue
+            rows.append(signals)
+            labels.append(float(ranked[0].question_type == question.expected))
+    return np.array(rows), np.array(labels)
+
+
+def fit(x: np.ndarray, y: np.ndarray, l2: float = 0.01, steps: int = 50) -> np.ndarray:
+    """Logistic regression by Newton's method, with a little L2 so that it converges."""
+    design = np.hstack([np.ones((len(x), 1)), x])
+    weights = np.zeros(design.shape[1])
+    for _ in range(steps):
+        p = 1 / (1 + np.exp(-design @ weights))
+        gradient = design.T @ (p - y) + l2 * weights
+        hessian = (design.T * (p * (1 - p))) @ design + l2 * np.eye(len(weights))
+        weights -= np.linalg.solve(hessian, gradient)
+    return weights
+
+
+def main() -> None:
+    x, y = examples()
+    weights = fit(x, y)
+    p = 1 / (1 + np.exp(-np.hstack([np.ones((len(x), 1)), x]) @ weights))
+    print(f"{len(y)} examples, {int(y.sum())} right; log-loss "
+          f"{-np.mean(y * np.log(p + 1e-9) + (1 - y) * np.log(1 - p + 1e-9)):.3f}")
+    for threshold in (0.5, 0.6, 0.7, 0.8, 0.9):
+        said = p >= threshold
+        wrong = float(np.sum(said & (y == 0))) / len(y)
+        print(f"answer at >= {threshold}: {said.mean():.1%} answered, {wrong:.1%} wrong")
+    print("_CALIBRATION = (" + ", ".join(f"{w:.3f}" for w in weights) + ")")
+    assert all(math.isfinite(w) for w in weights)
+
+
+if __name__ == "__main__":
+    main()
