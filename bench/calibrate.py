@@ -1,9 +1,10 @@
 """Fit the understanding's confidence (a logistic model of the match's signals) on the
 calibration questions, never on the held-out set: ``python -m bench.calibrate``.
 
-Each calibration question gives two examples: matched as it is (right if the best candidate is
+Each calibration question of a covered type gives two examples: matched as it is (right if the best candidate is
 its type), and matched with its own type left out of the knowledge base (never right: a
-question the knowledge base does not cover, as close to it as such a question gets). It prints
+question the knowledge base does not cover, as close to it as such a question gets); each
+question of ``out_of_domain.yaml`` one, never right. It prints
 the coefficients to put in ``callbot/understand.py`` (``_CALIBRATION``).
 """
 
@@ -13,14 +14,16 @@ import math
 
 import numpy as np
 
-from bench.understanding import calibration_questions, understanding
+from bench.understanding import OUT_OF_DOMAIN, calibration_questions, understanding
 
 
 def examples() -> tuple[np.ndarray, np.ndarray]:
     model, _ = understanding()
     rows, labels = [], []
     for question in calibration_questions():
-        for exclude in ((), (question.expected,)):
+        # A covered question twice: as it is, and with its type left out (then uncovered).
+        covered = question.expected != OUT_OF_DOMAIN
+        for exclude in ((), (question.expected,)) if covered else ((),):
             ranked, signals, _ = model.signals(question.text, exclude)
             if not ranked:
                 continue

@@ -47,11 +47,16 @@ def held_out(folder: Path = HELD_OUT) -> list[Question]:
 
 
 def calibration_questions(folder: Path = CALIBRATION) -> list[Question]:
+    """The questions the confidence is fitted on: ``ko.yaml`` and ``en.yaml`` (questions of
+    covered types) and ``out_of_domain.yaml`` (in the held-out format)."""
     questions = []
     for language in ("ko", "en"):
         data = yaml.safe_load((folder / f"{language}.yaml").read_text(encoding="utf-8"))
         questions += [Question(str(item["id"]), str(item["q"]), language)
                       for item in data["questions"]]
+    data = yaml.safe_load((folder / "out_of_domain.yaml").read_text(encoding="utf-8"))
+    questions += [Question(OUT_OF_DOMAIN, str(item["q"]), language)
+                  for language in ("ko", "en") for item in data.get(language) or []]
     return questions
 
 

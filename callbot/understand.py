@@ -44,16 +44,16 @@ from callbot.morphemes import content_morphemes
 # The bot reads an answer from this (calibrated) confidence on; between CONFIRM and ANSWER it
 # asks "is it about <title>?" first; below CONFIRM it asks the caller to put it another way,
 # or hands over. Chosen on the calibration questions for at most 3 % wrong answers read aloud.
-ANSWER = 0.8
-CONFIRM = 0.4
+ANSWER = 0.7
+CONFIRM = 0.3
 CONFIDENT = ANSWER  # kept for callers of the old name
 
 # How much the meaning (sentence embedding) counts beside the pieces, and the cosine below
 # which two sentences have nothing in common (multilingual-e5 puts unrelated ones near 0.75).
-_MEANING_WEIGHT = 0.5
+_MEANING_WEIGHT = 2.0
 _MEANING_FLOOR = 0.75
 # Logistic calibration: intercept, then one weight per signal (see Understanding.signals).
-_CALIBRATION = (-9.958, 6.957, 4.427, -0.396, 5.564, 9.801)
+_CALIBRATION = (-13.806, 9.791, 2.460, -3.497, 2.810, 24.959)
 
 # What a question shares with its match must weigh this much (in IDF: a piece only one
 # question type has weighs about 4.4, one that most have about 1). "요금" alone, or "the bus",
@@ -193,18 +193,20 @@ def features(text: str, morphemes: bool = True) -> Counter[str]:
 
 # --- asking for a person ---------------------------------------------------------------------
 
-# Korean phrases match with or without spaces between their syllables (상담원 연결, 상담원연결).
-_AGENT_KOREAN_PHRASES = (
-    "상담원", "상담사", "상담 직원", "교환원", "사람이랑", "사람하고", "사람과 통화",
-    "사람 바꿔", "사람 좀 바꿔", "사람 연결", "사람 좀 연결", "진짜 사람", "직원 연결",
-    "직원 좀 연결", "직원이랑", "직원하고", "직원과 통화", "직원 바꿔", "담당자 연결",
-    "담당자 바꿔", "담당자랑", "담당자하고",
-)  # not 직원 alone: "주민센터 직원이 불친절했어요" is a complaint, not a request
-_AGENT_KOREAN = re.compile("|".join(r"\s*".join(phrase.replace(" ", ""))
-                                    for phrase in _AGENT_KOREAN_PHRASES))
+# A request for a person, not a mention of one ("상담원이 불친절했어요", "an agent was rude to
+# me" are complaints): the word for a person followed by asking to be put through, or said
+# alone. Korean phrases match with or without spaces between their syllables.
+_PERSON_KOREAN = r"(상담원|상담사|상담 직원|교환원|사람|직원)\s*(님)?"
+_ASKING_KOREAN = (r"(연결|바꿔|통화하고|통화할|통화 하고|이?랑 통화|하고 통화|과 통화|이랑 얘기|하고 얘기|"
+                  r"랑 얘기|이랑 이야기|좀 부탁|부탁)")
+_AGENT_KOREAN = re.compile(
+    rf"{_PERSON_KOREAN}\s*(좀\s*)?{_ASKING_KOREAN}|^\s*(상담원|상담사)\s*(님)?\s*(이요|요|좀)?\s*$|"
+    r"진짜\s*사람|담당자\s*(님)?\s*(좀\s*)?(연결|바꿔)")
 _AGENT_ENGLISH = re.compile(
-    r"\b(agents?|operators?|human|representative|(real|live) person|"
-    r"(to|with) a (real |live )?person|(talk|speak) (to|with) (someone|somebody|staff))\b")
+    r"\b((talk|speak|connect|transfer|put)( me)?( through)? (to|with) (an? |the |some )?"
+    r"(real |live )?(agent|operator|human|person|representative|staff)|"
+    r"^\s*(an? )?(agent|operator|human|representative|real person)( please)?\s*[.!?]?\s*$|"
+    r"(agent|operator|representative),? please)\b")
 
 
 def _without_agent_request(text: str) -> tuple[str, bool]:
