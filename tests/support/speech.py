@@ -93,3 +93,50 @@ def tone(path: Path, seconds: float = 0.5) -> bytes:
     subprocess.run(["sox", "-n", "-r", "8000", "-c", "1", str(path), "synth", str(seconds),
                     "sine", "440"], check=True)
     return path.read_bytes()
+
+
+# --- Natural Korean speech (../shared/speech/ko, read from there, never copied) -------------
+
+KOREAN_SPEECH = Path(__file__).resolve().parents[3] / "shared" / "speech" / "ko"
+
+
+def korean_recordings() -> list[tuple[Path, str]]:
+    """The recordings of natural Korean speech beside the project, with their transcripts."""
+    listing = KOREAN_SPEECH / "list.tsv"
+    if not listing.exists():
+        raise FileNotFoundError(f"{listing}: the natural Korean speech is not beside the project")
+    pairs = []
+    for line in listing.read_text(encoding="utf-8").splitlines():
+        name, _, text = line.partition("\t")
+        if name and text:
+            pairs.append((KOREAN_SPEECH / name, text))
+    return pairs
+
+
+def telephone(recording: Path, folder: Path, start: float = 0.0,
+              seconds: float | None = None) -> bytes:
+    """A recording as a caller's phone sends it: 300-3400 Hz, 8 kHz, G.711 (mu-law) and back
+    to 16-bit samples at 8 kHz (optionally only ``seconds`` from ``start``)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    narrow = folder / f"{recording.stem}-{start}-{seconds}.ulaw.wav"
+    plain = narrow.with_suffix(".pcm.wav")
+    trim = ["trim", str(start)] + ([str(seconds)] if seconds is not None else [])
+    subprocess.run(["sox", str(recording), "-r", "8000", "-c", "1", "-e", "mu-law", str(narrow),
+                    *trim, "sinc", "300-3400"], check=True, stderr=subprocess.DEVNULL)
+    subprocess.run(["sox", str(narrow), "-e", "signed", "-b", "16", str(plain)], check=True)
+    with wave.open(str(plain)) as audio:
+        return bytes(audio.readframes(audio.getnframes()))
+
+
+def character_errors(heard: str, said: str) -> tuple[int, int]:
+    """(edit distance, length) over the characters without spaces and punctuation: the
+    character error rate's parts."""
+    import re
+
+    a, b = re.sub(r"[\W_]", "", heard), re.sub(r"[\W_]", "", said)
+    row = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        previous, row[0] = row[0], i
+        for j, y in enumerate(b, 1):
+            previous, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, previous + (x != y))
+    return row[len(b)], len(b)
