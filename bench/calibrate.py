@@ -1,10 +1,10 @@
 """Fit the understanding's confidence (a logistic model of the match's signals) on the
 calibration questions, never on the held-out set: ``python -m bench.calibrate``.
 
-Each calibration question of a covered type gives two examples: matched as it is (right if the best candidate is
-its type), and matched with its own type left out of the knowledge base (never right: a
-question the knowledge base does not cover, as close to it as such a question gets); each
-question of ``out_of_domain.yaml`` one, never right. It prints
+Each calibration question of a covered type gives two examples: matched as it is (right if
+the best candidate is its type), and matched with its own type left out of the knowledge
+base (never right: a question the knowledge base does not cover, as close to it as such a
+question gets); each question of ``out_of_domain.yaml`` one, never right. It prints
 the coefficients to put in ``callbot/understand.py`` (``_CALIBRATION``).
 """
 

@@ -1,8 +1,6 @@
 """The callbot's figures for `make bench`, apart from the menus and the queues:
 
-- recognition speed: each recognizer that can load here (PocketSphinx always, Vosk when an
-  ``IVR_VOSK_MODEL_<LANG>`` setting names a model folder), built by the controller's factory,
-  on knowledge-base questions spoken by espeak-ng as telephone audio, offline in this process;
+- recognition: each candidate recognizer on telephone audio (``bench/speech.py``);
 - concurrent bot calls: waves of real calls (SIPp dials 120 and presses 9, 1, 1: English, the
   callbot) whose callers ask a question each and all stop speaking at the same moment, so the
   bot has that many utterances to recognize at once; up to the first wave whose answers lag;
@@ -24,7 +22,6 @@ import contextlib
 import json
 import os
 import random
-import re
 import signal
 import statistics
 import sys
@@ -38,107 +35,38 @@ from typing import Any, TypeVar, cast
 import httpx
 
 from bench.load import percentiles
+from bench.speech import measure as measure_recognizers
 from bench.stacks import CACHE, start_product, stop_product
-from callbot.audio import RATE, VadSettings, level_db
-from callbot.knowledge import Entry, load_seed
-from callbot.recognizers import Recognizer, RecognizerError, build_recognizers
-from callbot.understand import Understanding
+from bench.understanding import OUT_OF_DOMAIN, held_out, understanding
+from callbot.audio import VadSettings, level_db
 from ivr.ari import AriClient, AriError, unless_gone
 from ivr.controller.bot import BOT_ANSWER, BOT_LISTENING, BOT_THINKING, LISTEN_SECONDS
 from ivr.redis_client import connect_redis
-from ivr.settings import Settings
 from tests.support.sip import RtpSink, SippCall
-from tests.support.speech import FRAME, alaw, frames, spoken, upsampled
+from tests.support.speech import FRAME, alaw, frames, spoken
 from tests.support.stack import Server, admin_client
 
 GOAL_MS = 800.0  # the answer starts this soon after the caller's speech ends (median)
 LAG_FACTOR = 2.0  # a wave's median this many times the single call's: answers lag
 WAVES = (1, 2, 4, 8, 16)
 QUICK_WAVES = (1, 2, 4)
-QUESTIONS = 10  # knowledge-base questions each recognizer is timed on
-VOICES = {"en": "en-us", "zh": "cmn"}  # espeak-ng's voice of a language, where not its code
+QUESTIONS = 10  # held-out questions the callers ask
 TO_THE_BOT = "911"  # on 120: other languages, English, traffic (the callbot)
 REPLY_SECONDS = 15.0  # the bot answers, asks again or hands over within this (or it failed)
 
 T = TypeVar("T")
 
 
-# --- Recognition speed, offline ---------------------------------------------------------------
+# --- Questions for the calls --------------------------------------------------------------
 
 
-def _words(text: str) -> list[str]:
-    return re.findall(r"\w+", text.lower())
-
-
-def _questions(entries: list[Entry], language: str) -> list[tuple[str, str]]:
-    """(question type, its first phrasing) for QUESTIONS types spread over the knowledge base."""
-    asking = [(entry.id, entry.phrasings[language][0]) for entry in entries
-              if entry.phrasings.get(language)]
-    return asking[::max(1, len(asking) // QUESTIONS)][:QUESTIONS]
-
-
-def _time_recognizer(recognizer: Recognizer, entries: list[Entry],
-                     understanding: Understanding, folder: Path
-                     ) -> tuple[dict[str, Any], list[tuple[str, str]]]:
-    """The recognizer's figures, and the questions it heard well enough to be answered."""
-    language = recognizer.language
-    audio_seconds = recognition_seconds = 0.0
-    word_for_word = 0
-    misheard: list[str] = []
-    understood: list[tuple[str, str]] = []
-    asked = _questions(entries, language)
-    for question_type, text in asked:
-        # Telephone audio: 8 kHz from the caller, 16 kHz as Asterisk hands it to the bot.
-        audio = upsampled(spoken(text, folder, voice=VOICES.get(language, language)), folder)
-        started = time.perf_counter()
-        heard = recognizer.recognize(audio)
-        recognition_seconds += time.perf_counter() - started
-        audio_seconds += len(audio) / 2 / RATE
-        if _words(heard) == _words(text):
-            word_for_word += 1
-        else:
-            misheard.append(f"{text!r} -> {heard!r}")
-        if understanding.match(heard, language).question_type == question_type:
-            understood.append((question_type, text))
-    return {
-        "language": language,
-        "questions": len(asked),
-        "audio_seconds": round(audio_seconds, 1),
-        "recognition_seconds": round(recognition_seconds, 3),
-        "seconds_per_audio_second": round(recognition_seconds / audio_seconds, 3)
-        if audio_seconds else None,
-        "word_for_word": word_for_word,
-        "question_type_matched": len(understood),
-        "misheard": misheard,
-    }, understood
-
-
-def _recognition_speed(settings: Settings, entries: list[Entry], folder: Path
-                      ) -> tuple[dict[str, Any], dict[str, list[tuple[str, str]]]]:
-    """Each engine's figures ("pocketsphinx", "vosk" for English, "vosk_<lang>" for another
-    language's model), and per engine the English questions it got right."""
-    understanding = Understanding(entries)
-    models = settings.vosk_models()
-    figures: dict[str, Any] = {}
-    understood: dict[str, list[tuple[str, str]]] = {}
-    if "en" not in models:
-        figures["vosk"] = {"skipped": "no English Vosk model here: IVR_VOSK_MODEL_EN does not "
-                                      "name a model folder"}
-    for engine, language in [("pocketsphinx", "en"), *(("vosk", lang) for lang in models)]:
-        name = engine if language == "en" else f"{engine}_{language}"
-        started = time.perf_counter()
-        try:
-            # The controller's factory, as Callbot.start calls it.
-            recognizer = build_recognizers({language: engine}, models, entries)[language]
-        except RecognizerError as exc:
-            figures[name] = {"skipped": str(exc)}
-            continue
-        load_seconds = round(time.perf_counter() - started, 2)
-        figures[name], right = _time_recognizer(recognizer, entries, understanding, folder)
-        figures[name]["load_seconds"] = load_seconds
-        if language == "en":
-            understood[engine] = right
-    return figures, understood
+def _answerable_questions() -> list[tuple[str, str]]:
+    """Held-out English questions that the understanding answers outright as text: a call
+    that is not answered then failed on the line (recognition, timing), not in the text."""
+    model, _ = understanding()
+    return [(q.expected, q.text) for q in held_out()
+            if q.language == "en" and q.expected != OUT_OF_DOMAIN
+            and model.match(q.text, "en").question_type == q.expected][:QUESTIONS]
 
 
 # --- Real bot calls ---------------------------------------------------------------------------
@@ -446,16 +374,13 @@ async def bench_callbot(server: Server, quick: bool = False) -> dict[str, Any]:
     # Other stacks on the machine slow the bot down: the figures are read with its load.
     load_before = os.getloadavg()[0]
     folder = server.workdir / "callbot"
-    entries = load_seed(server.settings.knowledge_seed_path)  # what a fresh stack is seeded with
-    recognition, understood = await asyncio.to_thread(
-        _recognition_speed, server.settings, entries, folder)
+    recognition = await measure_recognizers(server.settings.path(server.settings.model_cache))
     english = server.settings.bot_recognizer_choices().get("en", "")
-    if english not in understood:
+    if english in ("", "none", "keypad"):
         return {"recognition": recognition,
                 "concurrent_calls": {"skipped": f"English has no recognizer ({english!r})"},
                 "answer_start_ms": {"p50": None, "p95": None, "calls": 0}}
-    # Questions its engine heard right offline: a call that fails then failed on the line.
-    asked = understood[english] or _questions(entries, "en")
+    asked = await asyncio.to_thread(_answerable_questions)
     calls, waves = await _concurrent_calls(server, asked, QUICK_WAVES if quick else WAVES,
                                           folder)
     steady = [wave for wave in waves if not wave.lag]

@@ -197,8 +197,8 @@ def features(text: str, morphemes: bool = True) -> Counter[str]:
 # me" are complaints): the word for a person followed by asking to be put through, or said
 # alone. Korean phrases match with or without spaces between their syllables.
 _PERSON_KOREAN = r"(상담원|상담사|상담 직원|교환원|사람|직원)\s*(님)?"
-_ASKING_KOREAN = (r"(연결|바꿔|통화하고|통화할|통화 하고|이?랑 통화|하고 통화|과 통화|이랑 얘기|하고 얘기|"
-                  r"랑 얘기|이랑 이야기|좀 부탁|부탁)")
+_ASKING_KOREAN = (r"(연결|바꿔|통화하고|통화할|통화 하고|이?랑 통화|하고 통화|과 통화|"
+                  r"이?랑 얘기|하고 얘기|이랑 이야기|좀 부탁|부탁)")
 _AGENT_KOREAN = re.compile(
     rf"{_PERSON_KOREAN}\s*(좀\s*)?{_ASKING_KOREAN}|^\s*(상담원|상담사)\s*(님)?\s*(이요|요|좀)?\s*$|"
     r"진짜\s*사람|담당자\s*(님)?\s*(좀\s*)?(연결|바꿔)")

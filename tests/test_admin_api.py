@@ -132,7 +132,7 @@ async def test_knowledge_edits_reach_the_bot_at_once_and_are_audited(
             assert answer["question_type"] == entry_id, answer
             assert answer["answer"] == snail_race(entry_id)["answer"]["ko"]
             assert await callbot.refresh()
-            assert callbot.understand(question, "ko").question_type == entry_id
+            assert (await callbot.understand(question, "ko")).question_type == entry_id
             (made,) = await audit_entries(server, "knowledge.create", entry_id)
             assert (made.username, made.role) == ("admin", "admin")
             assert made.detail["topic"] == "culture"
@@ -152,7 +152,7 @@ async def test_knowledge_edits_reach_the_bot_at_once_and_are_audited(
             assert (await ask(api, question))["answer"] == cancelled["ko"]
             assert (await ask(api, "When is the snail race?", "en"))["answer"] == cancelled["en"]
             assert await callbot.refresh()
-            assert callbot.understand(question, "ko").answer == cancelled["ko"]
+            assert (await callbot.understand(question, "ko")).answer == cancelled["ko"]
             assert callbot.by_id[entry_id].answer_in("en") == cancelled["en"]
             assert not await callbot.refresh()  # once is enough
             (update,) = await audit_entries(server, "knowledge.update", entry_id)
@@ -166,10 +166,11 @@ async def test_knowledge_edits_reach_the_bot_at_once_and_are_audited(
             assert (await ask(api, question))["question_type"] != entry_id
             assert await callbot.refresh()
             assert entry_id not in callbot.by_id
-            assert callbot.understand(question, "ko").question_type != entry_id
+            assert (await callbot.understand(question, "ko")).question_type != entry_id
             (removed,) = await audit_entries(server, "knowledge.delete", entry_id)
             assert removed.detail["answer"] == cancelled
         finally:
+            callbot.close()
             await api.delete(f"/api/knowledge/{entry_id}")
             await redis.aclose()
 
@@ -203,6 +204,40 @@ async def test_a_bad_question_type_is_refused_with_its_field(
         assert (await agent.delete("/api/knowledge/water_bill_moving")).status_code == 403
     async with httpx.AsyncClient(base_url=server.settings.api_base_url) as anonymous:
         assert (await anonymous.get("/api/knowledge")).status_code == 401
+
+
+async def test_admins_edit_the_colloquial_words_and_the_bot_reads_them_at_once(
+        server: Server, api: httpx.AsyncClient) -> None:
+    word = f"꼬부기{secrets.token_hex(2)}"  # a made-up word: nothing in the base knows it
+    question = {"text": f"{word} 어디서 내요", "language": "ko"}
+    def about_water(answer: dict[str, Any]) -> bool:
+        return (answer["question_type"] or answer["confirm"] or "").startswith("water_")
+
+    assert not about_water((await api.post("/api/bot/ask", json=question)).json())
+
+    put = await api.put(f"/api/knowledge/synonyms/{word}", json={"meaning": "수도 요금 납부"})
+    assert put.status_code == 200, put.text
+    assert {"word": word, "meaning": "수도 요금 납부"} in (
+        await api.get("/api/knowledge/synonyms")).json()
+    assert about_water((await api.post("/api/bot/ask", json=question)).json())
+    (change,) = await audit_entries(server, "knowledge.synonym", word)
+    assert change.detail == {"from": None, "to": "수도 요금 납부"}
+
+    # Refused with the field and the reason, nothing written.
+    empty = await api.put(f"/api/knowledge/synonyms/{word}x", json={"meaning": " "})
+    assert loc_of(empty) == [["body", "meaning"]] and "empty" in empty.text
+    same = await api.put("/api/knowledge/synonyms/요금", json={"meaning": "요금"})
+    assert same.status_code == 422 and "the same" in same.text
+    assert f"{word}x" not in {s["word"] for s in (await api.get(
+        "/api/knowledge/synonyms")).json()}
+    async with signed_in_as(server, "agent") as agent:
+        assert (await agent.get("/api/knowledge/synonyms")).status_code == 200
+        assert (await agent.put(f"/api/knowledge/synonyms/{word}",
+                                json={"meaning": "과태료"})).status_code == 403
+
+    assert (await api.delete(f"/api/knowledge/synonyms/{word}")).status_code == 204
+    assert (await api.delete(f"/api/knowledge/synonyms/{word}")).status_code == 404
+    assert not about_water((await api.post("/api/bot/ask", json=question)).json())
 
 
 async def test_a_deleted_seed_entry_is_not_seeded_again(

@@ -24,7 +24,10 @@ from callbot.knowledge import (
     Entry,
     KnowledgeDeleted,
     KnowledgeEntry,
+    KnowledgeSynonym,
     bump_knowledge_version,
+    load_synonyms,
+    synonym_problem,
 )
 from callbot.service import load_understanding
 from ivr.api.audit import record_change
@@ -46,6 +49,10 @@ class EntryContent(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     topic: str = Field(description="the menu topic it belongs to", examples=["water"])
+    title: dict[str, str] = Field(
+        default_factory=dict,
+        description="language -> a short name, for the bot's confirming question",
+        examples=[{"ko": "수도관 누수", "en": "a burst water pipe"}])
     skill: str = Field(description="the agent queue's topic when the bot hands over",
                        examples=["water"])
     department: str = Field(examples=["상수도사업본부 요금과"])
@@ -67,8 +74,9 @@ class EntryOut(NewEntry):
 
 
 def _content(row: KnowledgeEntry) -> dict[str, Any]:
-    return {"topic": row.topic, "skill": row.skill, "department": row.department,
-            "contact": row.contact, "phrasings": row.phrasings, "answer": row.answers}
+    return {"topic": row.topic, "title": row.titles or {}, "skill": row.skill,
+            "department": row.department, "contact": row.contact, "phrasings": row.phrasings,
+            "answer": row.answers}
 
 
 def _out(row: KnowledgeEntry) -> EntryOut:
@@ -150,6 +158,62 @@ async def list_entries(
     return entries
 
 
+class Synonym(BaseModel):
+    """A word callers use, and what the knowledge base calls it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    meaning: str = Field(description="the knowledge base's words for it", examples=["수도 요금"])
+
+
+class SynonymOut(Synonym):
+    word: str = Field(examples=["물값"])
+
+
+@router.get("/synonyms", response_model=list[SynonymOut],
+            summary="The colloquial words the bot reads as what they mean")
+async def list_synonyms(request: Request, principal: AnyRole) -> list[SynonymOut]:
+    synonyms = await load_synonyms(request.app.state.sessions)
+    return [SynonymOut(word=word, meaning=meaning) for word, meaning in sorted(synonyms.items())]
+
+
+@router.put("/synonyms/{word}", response_model=SynonymOut,
+            summary="Add or change a colloquial word (admin)")
+async def put_synonym(request: Request, word: str, body: Synonym,
+                      principal: Admin) -> SynonymOut:
+    problem = synonym_problem(word, body.meaning)
+    if problem:
+        raise field_errors([(("meaning",) if "meaning" in problem else ("word",), problem)])
+    word, meaning = word.strip(), body.meaning.strip()
+    async with request.app.state.sessions() as session, session.begin():
+        row = await session.get(KnowledgeSynonym, word)
+        before = None if row is None or row.deleted else row.meaning
+        if row is None:
+            session.add(KnowledgeSynonym(word=word, meaning=meaning))
+        else:
+            row.meaning, row.deleted = meaning, False
+    if before != meaning:
+        await record_change(request, principal, "knowledge.synonym", word,
+                            {"from": before, "to": meaning})
+        await _changed(request)
+    return SynonymOut(word=word, meaning=meaning)
+
+
+@router.delete("/synonyms/{word}", status_code=status.HTTP_204_NO_CONTENT,
+               summary="Remove a colloquial word (admin); the seed does not bring it back")
+async def delete_synonym(request: Request, word: str, principal: Admin) -> Response:
+    async with request.app.state.sessions() as session, session.begin():
+        row = await session.get(KnowledgeSynonym, word)
+        if row is None or row.deleted:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no synonym {word!r}")
+        removed = row.meaning
+        row.deleted = True
+    await record_change(request, principal, "knowledge.synonym", word,
+                        {"from": removed, "to": None})
+    await _changed(request)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
 @router.get("/{entry_id}", response_model=EntryOut, summary="One question type")
 async def get_entry(request: Request, entry_id: str, principal: AnyRole) -> EntryOut:
     return _out(await _row(request, entry_id))
@@ -186,7 +250,8 @@ async def update_entry(request: Request, entry_id: str, body: EntryContent,
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no question type {entry_id!r}")
         before = _content(row)
         new = KnowledgeEntry.from_entry(entry)
-        for column in ("topic", "skill", "department", "contact", "phrasings", "answers"):
+        for column in ("topic", "titles", "skill", "department", "contact", "phrasings",
+                       "answers"):
             setattr(row, column, getattr(new, column))
         after = _content(row)
     changes = {field: {"from": before[field], "to": after[field]}
