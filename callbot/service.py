@@ -38,7 +38,7 @@ from callbot.recognizers import (
     close_recognizers,
 )
 from callbot.understand import Match, Understanding
-from ivr.prompts import Prompt, render
+from ivr.prompts import Prompt, has_voice, render
 from ivr.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -147,7 +147,10 @@ class Callbot:
     async def speak(self, text: str, language: str) -> str:
         """A text of the moment (an answer) as media; renderings are cached by language and
         text, so a repeated answer costs nothing."""
-        prompt = Prompt("bot", language, text)
+        # A language espeak has no voice for (Mongolian) hears its answer, in English, in the
+        # English voice.
+        voice = "" if has_voice(language, self.settings.tts_engine) else "en"
+        prompt = Prompt("bot", language, text, voice=voice)
         path: Path = await asyncio.to_thread(render, prompt, self.settings.rendered_prompts_path,
                                              self.settings.tts_engine)
         return f"sound:{path}"

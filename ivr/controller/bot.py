@@ -202,6 +202,7 @@ class Bot(Queueing):
         utterance: Utterance = event["utterance"]
         await self._stop_prompt()
         self.data.step = BOT_THINKING
+        await self._save()  # a supervisor (and a restarted controller) sees it thinking
         callbot = self.services.callbot
         bot = self.data.bot
         try:
