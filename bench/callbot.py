@@ -8,9 +8,9 @@
   95th percentile), as the call records hold it and as the caller hears it.
 
 The goal the figures are read against (not an assertion): the answer starts within 800 ms of
-the end of the caller's speech (median). The records measure from the moment the bot's voice
-activity decides that the caller stopped, which is ``VadSettings.end_silence_ms`` after the
-last word; the caller's side measures from the last word itself, so it holds that wait too.
+the end of the caller's speech (median). Both the records and the caller's side measure from
+the last word itself, so both hold the quiet the bot waits for to know that the caller stopped
+(``VadSettings.end_silence_ms``).
 
 `python -m bench.callbot [--quick]` runs it alone on a stack of its own.
 """

@@ -33,7 +33,9 @@ RTP_HEADER = 12
 @dataclass
 class VadSettings:
     start_frames: int = 4  # 80 ms of voice: the caller is speaking (not a click)
-    end_silence_ms: int = 700  # this much quiet after speech: the utterance is over
+    # This much quiet after speech: the utterance is over. Part of every answer's delay, so
+    # kept short; a pause inside a sentence (a comma) is shorter still.
+    end_silence_ms: int = 550
     pre_roll_ms: int = 200  # kept from before the start, so the first syllable is not cut
     max_utterance_s: float = 15.0  # an utterance is cut here, whatever else happens
     above_floor_db: float = 12.0  # voice is this much louder than the background
@@ -43,7 +45,10 @@ class VadSettings:
 @dataclass
 class Utterance:
     audio: bytes  # 16 kHz, 16-bit little-endian mono
-    ended_at: float  # time.monotonic() when the end of speech was detected
+    # time.monotonic() of the end of speech: the last voiced frame, not the moment the quiet
+    # after it was long enough to tell (that is end_of_turn_ms later)
+    ended_at: float
+    end_of_turn_ms: int = 0
 
     @property
     def seconds(self) -> float:
@@ -103,7 +108,7 @@ class VoiceActivity:
         self._voiced_run = 0
         audio = b"".join(self._utterance)
         self._utterance = []
-        return Utterance(audio, time.monotonic())
+        return Utterance(audio, time.monotonic() - self._quiet_ms / 1000, self._quiet_ms)
 
 
 def rtp_payload(packet: bytes) -> bytes:

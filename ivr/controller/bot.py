@@ -215,6 +215,7 @@ class Bot(Queueing):
             return
         bot.heard_at = heard.ended_at
         stages = {"audio_s": round(heard.audio_seconds, 2),
+                  "end_of_turn_ms": float(utterance.end_of_turn_ms),
                   "recognize_s": round(heard.recognition_seconds, 3),
                   "words_sure": heard.confidence, "no_speech": heard.no_speech}
         bot.stages.append(stages)
