@@ -39,11 +39,12 @@ from bench.speech import measure as measure_recognizers
 from bench.stacks import CACHE, start_product, stop_product
 from bench.understanding import OUT_OF_DOMAIN, held_out, understanding
 from callbot.audio import VadSettings, level_db
+from callbot.recognizers import ModelSettings, build_recognizers, close_recognizers
 from ivr.ari import AriClient, AriError, unless_gone
 from ivr.controller.bot import BOT_ANSWER, BOT_LISTENING, BOT_THINKING, LISTEN_SECONDS
 from ivr.redis_client import connect_redis
 from tests.support.sip import RtpSink, SippCall
-from tests.support.speech import FRAME, alaw, frames, spoken
+from tests.support.speech import FRAME, alaw, frames, spoken, upsampled
 from tests.support.stack import Server, admin_client
 
 GOAL_MS = 800.0  # the answer starts this soon after the caller's speech ends (median)
@@ -60,13 +61,28 @@ T = TypeVar("T")
 # --- Questions for the calls --------------------------------------------------------------
 
 
-def _answerable_questions() -> list[tuple[str, str]]:
-    """Held-out English questions that the understanding answers outright as text: a call
-    that is not answered then failed on the line (recognition, timing), not in the text."""
-    model, _ = understanding()
-    return [(q.expected, q.text) for q in held_out()
-            if q.language == "en" and q.expected != OUT_OF_DOMAIN
-            and model.match(q.text, "en").question_type == q.expected][:QUESTIONS]
+async def _answerable_questions(cache: Path, folder: Path) -> list[tuple[str, str]]:
+    """Held-out English questions that espeak-ng's voice over the telephone band, recognized
+    offline as the controller would, gets answered outright: a call that is not answered then
+    failed on the line (timing, load), not in recognition or understanding, which
+    ``bench/speech.py`` and ``bench/understanding.py`` measure."""
+    model, entries = understanding()
+    recognizers = build_recognizers({"en": "whisper"}, ModelSettings(cache=cache, workers=1),
+                                    entries)
+    chosen = []
+    try:
+        for question in held_out():
+            if question.language != "en" or question.expected == OUT_OF_DOMAIN:
+                continue
+            audio = upsampled(spoken(question.text, folder), folder)
+            heard = await recognizers["en"].recognize(audio)
+            if model.match(heard.text, "en").question_type == question.expected:
+                chosen.append((question.expected, question.text))
+            if len(chosen) == QUESTIONS:
+                break
+    finally:
+        close_recognizers(recognizers)
+    return chosen
 
 
 # --- Real bot calls ---------------------------------------------------------------------------
@@ -380,7 +396,8 @@ async def bench_callbot(server: Server, quick: bool = False) -> dict[str, Any]:
         return {"recognition": recognition,
                 "concurrent_calls": {"skipped": f"English has no recognizer ({english!r})"},
                 "answer_start_ms": {"p50": None, "p95": None, "calls": 0}}
-    asked = await asyncio.to_thread(_answerable_questions)
+    asked = await _answerable_questions(server.settings.path(server.settings.model_cache),
+                                        folder)
     calls, waves = await _concurrent_calls(server, asked, QUICK_WAVES if quick else WAVES,
                                           folder)
     steady = [wave for wave in waves if not wave.lag]
