@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -31,7 +30,13 @@ from callbot.recognizers import (
     build_recognizers,
     close_recognizers,
 )
-from tests.support.speech import character_errors, korean_recordings, telephone, upsampled
+from tests.support.speech import (
+    character_errors,
+    korean_recordings,
+    telephone,
+    upsampled,
+    word_errors,
+)
 
 # (engine, language): the candidates measured for each line.
 CANDIDATES = (("whisper", "ko"), ("vosk", "ko"), ("whisper", "en"), ("pocketsphinx", "en"))
@@ -49,16 +54,6 @@ def _rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return round(int(line.split()[1]) / 1024, 1)
     return 0.0
-
-
-def _word_errors(heard: str, said: str) -> tuple[int, int]:
-    a, b = re.findall(r"[a-z0-9']+", heard.lower()), re.findall(r"[a-z0-9']+", said.lower())
-    row = list(range(len(b) + 1))
-    for i, x in enumerate(a, 1):
-        previous, row[0] = row[0], i
-        for j, y in enumerate(b, 1):
-            previous, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, previous + (x != y))
-    return row[len(b)], len(b)
 
 
 def english_speech(folder: Path) -> list[tuple[bytes, str]]:
@@ -100,7 +95,7 @@ async def _measure(engine: str, language: str, speech: list[tuple[bytes, str]],
             walls.append(time.perf_counter() - started)
             audio += len(samples) / 32000
             wrong, size = (character_errors(heard.text, said) if language == "ko"
-                           else _word_errors(heard.text, said))
+                           else word_errors(heard.text, said))
             errors, length = errors + wrong, length + size
         cpu = _cpu_seconds(pid) - cpu_before
         return {

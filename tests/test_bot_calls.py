@@ -34,16 +34,26 @@ from tests.support.speech import (
 from tests.support.team import team_of
 
 
-async def live_step(server: Server, caller: str) -> str:
+async def live_call(server: Server, caller: str) -> dict[str, str]:
+    """The caller's call now, as its live state in Redis holds it ({} once it ended)."""
     redis = connect_redis(server.settings)
     try:
         async for key in redis.scan_iter(match="ivr:call:*"):
             values = cast(dict[str, str], await redis.hgetall(key))
             if values.get("caller") == caller:
-                return values.get("step", "")
-        return ""
+                return values
+        return {}
     finally:
         await redis.aclose()
+
+
+async def live_step(server: Server, caller: str) -> str:
+    return (await live_call(server, caller)).get("step", "")
+
+
+async def live_bot(server: Server, caller: str) -> dict[str, Any]:
+    """The bot's part of the call now (phase, transcript...)."""
+    return cast(dict[str, Any], json.loads((await live_call(server, caller)).get("bot") or "{}"))
 
 
 async def bot_step(server: Server, caller: str, steps: tuple[str, ...]) -> None:
@@ -51,19 +61,6 @@ async def bot_step(server: Server, caller: str, steps: tuple[str, ...]) -> None:
         return await live_step(server, caller) in steps
 
     await wait_for(reached, 60, what=f"the bot in {steps}")
-
-
-async def live_bot(server: Server, caller: str) -> dict[str, Any]:
-    """The bot's part of the call now (phase, transcript...), from the live state."""
-    redis = connect_redis(server.settings)
-    try:
-        async for key in redis.scan_iter(match="ivr:call:*"):
-            values = cast(dict[str, str], await redis.hgetall(key))
-            if values.get("caller") == caller:
-                return cast(dict[str, Any], json.loads(values.get("bot") or "{}"))
-        return {}
-    finally:
-        await redis.aclose()
 
 
 def korean(name: str, folder: Path, start: float = 0.0,

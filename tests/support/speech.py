@@ -8,10 +8,12 @@ same voice can be replayed by SIPp (``play_pcap_audio``) or inspected with tshar
 
 from __future__ import annotations
 
+import re
 import struct
 import subprocess
 import wave
 from array import array
+from collections.abc import Sequence
 from pathlib import Path
 
 FRAME = 160  # 20 ms at 8 kHz
@@ -128,15 +130,25 @@ def telephone(recording: Path, folder: Path, start: float = 0.0,
         return bytes(audio.readframes(audio.getnframes()))
 
 
+def edit_distance(heard: Sequence[str], said: Sequence[str]) -> int:
+    """Insertions, deletions and substitutions from ``said`` to ``heard`` (Levenshtein)."""
+    row = list(range(len(said) + 1))
+    for i, x in enumerate(heard, 1):
+        previous, row[0] = row[0], i
+        for j, y in enumerate(said, 1):
+            previous, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, previous + (x != y))
+    return row[len(said)]
+
+
 def character_errors(heard: str, said: str) -> tuple[int, int]:
     """(edit distance, length) over the characters without spaces and punctuation: the
     character error rate's parts."""
-    import re
-
     a, b = re.sub(r"[\W_]", "", heard), re.sub(r"[\W_]", "", said)
-    row = list(range(len(b) + 1))
-    for i, x in enumerate(a, 1):
-        previous, row[0] = row[0], i
-        for j, y in enumerate(b, 1):
-            previous, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, previous + (x != y))
-    return row[len(b)], len(b)
+    return edit_distance(a, b), len(b)
+
+
+def word_errors(heard: str, said: str) -> tuple[int, int]:
+    """(edit distance, length) over the words, case and punctuation aside: the word error
+    rate's parts."""
+    a, b = re.findall(r"[a-z0-9']+", heard.lower()), re.findall(r"[a-z0-9']+", said.lower())
+    return edit_distance(a, b), len(b)
