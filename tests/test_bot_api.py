@@ -12,9 +12,12 @@ async def test_ask_the_bot_in_korean_and_english(api: httpx.AsyncClient) -> None
                                                   "language": "ko"})
     assert korean.status_code == 200, korean.text
     answer = korean.json()
-    assert (answer["question_type"], answer["topic"], answer["skill"]) == (
-        "water_bill_moving", "water", "water")
-    assert answer["confidence"] >= 0.4 and answer["answer"]
+    # Answered, or (not quite sure) the question the bot would ask the caller to confirm.
+    assert answer["question_type"] or answer["confirm"] == "water_bill_moving"
+    assert answer["candidates"][0]["question_type"] == "water_bill_moving"
+    assert (answer["topic"], answer["skill"]) == ("water", "water")
+    assert answer["confidence"] >= 0.3
+    assert bool(answer["answer"]) == bool(answer["question_type"])
     english = (await api.post("/api/bot/ask", json={"text": "where can I pick up my towed car",
                                                      "language": "en"})).json()
     assert english["topic"] == "traffic" and english["answer"]
