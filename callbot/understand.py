@@ -53,7 +53,7 @@ CONFIDENT = ANSWER  # kept for callers of the old name
 _MEANING_WEIGHT = 2.0
 _MEANING_FLOOR = 0.75
 # Logistic calibration: intercept, then one weight per signal (see Understanding.signals).
-_CALIBRATION = (-19.501, 10.917, -0.599, -3.980, 7.771, 32.074)
+_CALIBRATION = (-2.044, 7.236, 5.694, -2.955, -8.158, -2.685)
 
 # What a question shares with its match must weigh this much (in IDF: a piece only one
 # question type has weighs about 4.4, one that most have about 1). "요금" alone, or "the bus",
@@ -392,7 +392,7 @@ class Understanding:
 
     def _candidate(self, entry_id: str, score: float, meaning: float = 0.0) -> Candidate:
         entry = self.entries[entry_id]
-        return Candidate(entry_id, entry.topic, entry.skill, round(min(score, 1.5), 4),
+        return Candidate(entry_id, entry.topic, entry.skill, round(score, 4),
                          round(meaning, 4))
 
     def candidates(self, text: str, limit: int = 3) -> list[Candidate]:
