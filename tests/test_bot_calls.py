@@ -71,13 +71,18 @@ def korean(name: str, folder: Path, start: float = 0.0,
     return frames(alaw(telephone(recording, folder, start, seconds))), transcript
 
 
-async def korean_bot(server: Server) -> tuple[str, SippCall]:
-    """A caller on 120, then 1 (traffic), 1 (the callbot): the Korean line."""
+async def bot_caller(server: Server, keys: str) -> tuple[str, SippCall]:
+    """A caller on 120 who presses ``keys`` to reach the callbot."""
     caller = caller_number()
     call = await SippCall("caller.xml", "120", server.sip_target, server.workdir, caller).start()
     await audio_for(call, 0.5)
-    await call.rtp.press("11")
+    await call.rtp.press(keys)
     return caller, call
+
+
+async def korean_bot(server: Server) -> tuple[str, SippCall]:
+    """120, then 1 (traffic), 1 (the callbot): the Korean line."""
+    return await bot_caller(server, "11")
 
 
 def controller_workers(server: Server) -> list[int]:
@@ -102,12 +107,8 @@ def question(text: str, folder: Path, voice: str = "en-us") -> list[bytes]:
 
 
 async def english_bot(server: Server) -> tuple[str, SippCall]:
-    """A caller on 120, then 9 (other languages), 1 (English), 1 (traffic: the callbot)."""
-    caller = caller_number()
-    call = await SippCall("caller.xml", "120", server.sip_target, server.workdir, caller).start()
-    await audio_for(call, 0.5)
-    await call.rtp.press("911")
-    return caller, call
+    """120, then 9 (other languages), 1 (English), 1 (traffic: the callbot)."""
+    return await bot_caller(server, "911")
 
 
 async def timeline(api: httpx.AsyncClient, record: dict[str, Any]) -> list[str]:
