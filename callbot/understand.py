@@ -46,7 +46,6 @@ from callbot.morphemes import content_morphemes
 # or hands over. Chosen on the calibration questions for at most 3 % wrong answers read aloud.
 ANSWER = 0.7
 CONFIRM = 0.3
-CONFIDENT = ANSWER  # kept for callers of the old name
 
 # How much the meaning (sentence embedding) counts beside the pieces, and the cosine below
 # which two sentences have nothing in common (multilingual-e5 puts unrelated ones near 0.75).
@@ -239,7 +238,7 @@ class Candidate:
 class Match:
     """What the caller asked, as far as the bot understood it.
 
-    ``question_type`` and ``answer`` are set only when ``confidence`` reaches CONFIDENT;
+    ``question_type`` and ``answer`` are set only when ``confidence`` reaches ANSWER;
     ``topic`` and ``skill`` when ``topic_confidence`` does (the question may be unclear while
     its topic is not: which queue to hand over to). ``candidates`` are the closest question
     types, best first, for asking the caller which one they meant.
