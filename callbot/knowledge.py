@@ -52,6 +52,15 @@ def _known_language(language: str) -> str:
     return language
 
 
+def _texts(value: dict[str, str], what: str) -> dict[str, str]:
+    """A text per language: known languages, none empty."""
+    for language, text in value.items():
+        _known_language(language)
+        if not text.strip():
+            raise ValueError(f"the '{language}' {what} is empty")
+    return value
+
+
 class Entry(BaseModel):
     """One question type: how callers ask it, what the bot answers, who is responsible."""
 
@@ -70,11 +79,7 @@ class Entry(BaseModel):
     @field_validator("title")
     @classmethod
     def _titles(cls, value: dict[str, str]) -> dict[str, str]:
-        for language, text in value.items():
-            _known_language(language)
-            if not text.strip():
-                raise ValueError(f"the '{language}' title is empty")
-        return value
+        return _texts(value, "title")
 
     @field_validator("phrasings")
     @classmethod
@@ -92,10 +97,7 @@ class Entry(BaseModel):
     @field_validator("answer")
     @classmethod
     def _answers(cls, value: dict[str, str]) -> dict[str, str]:
-        for language, text in value.items():
-            _known_language(language)
-            if not text.strip():
-                raise ValueError(f"the '{language}' answer is empty")
+        _texts(value, "answer")
         missing = [language for language in REQUIRED_ANSWER_LANGUAGES if language not in value]
         if missing:
             raise ValueError(f"an answer in {' and '.join(missing)} is required")

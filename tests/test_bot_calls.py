@@ -99,6 +99,17 @@ def controller_workers(server: Server) -> list[int]:
     return workers
 
 
+async def talking_with_agent(api: httpx.AsyncClient, caller: str) -> dict[str, Any] | None:
+    """The caller's call as the agent's screen shows it, once they talk (else None)."""
+    calls = (await api.get("/api/calls", params={"limit": 20})).json()
+    mine = next((c for c in calls if c["caller"] == caller), None)
+    if mine is None:
+        return None
+    live = await api.get(f"/api/calls/live/{mine['channel_id']}")
+    now = live.json() if live.status_code == 200 else {}
+    return now if now.get("state") == "talking" else None
+
+
 def question(text: str, folder: Path, voice: str = "en-us") -> list[bytes]:
     """The caller's words as 20 ms A-law payloads, also kept as a pcap for inspection."""
     payloads = frames(alaw(spoken(text, folder, voice=voice)))
@@ -162,18 +173,10 @@ async def test_caller_asking_for_an_agent_is_handed_over_with_the_transcript(
         await call.rtp.say(question("i want to talk to a person", tmp_path))
         await call.rtp.silence(1.5)
 
-        async def with_agent() -> dict[str, Any] | None:
-            calls = (await api.get("/api/calls", params={"limit": 20})).json()
-            mine = next((c for c in calls if c["caller"] == caller), None)
-            if mine is None:
-                return None
-            live = await api.get(f"/api/calls/live/{mine['channel_id']}")
-            now = live.json() if live.status_code == 200 else {}
-            return now if now.get("state") == "talking" else None
-
         # What the agent sees the moment they answer: the bot's transcript and why it handed
         # over.
-        seen = await wait_for(with_agent, 60, what="the agent talking with the caller")
+        seen = await wait_for(lambda: talking_with_agent(api, caller), 60,
+                              what="the agent talking with the caller")
         assert seen["agent"] == agent and seen["queue"] == "traffic:en"
         assert seen["bot"]["handoff"] == "asked for an agent"
         assert any("talk to a person" in line for line in seen["bot"]["transcript"])
@@ -282,14 +285,8 @@ async def test_korean_speech_outside_the_knowledge_base_is_handed_over_with_its_
             await call.rtp.say(again)
             await call.rtp.silence(1.5)
 
-        async def with_agent() -> dict[str, Any] | None:
-            calls = (await api.get("/api/calls", params={"limit": 20})).json()
-            mine = next((c for c in calls if c["caller"] == caller), None)
-            live = await api.get(f"/api/calls/live/{mine['channel_id']}") if mine else None
-            now = live.json() if live is not None and live.status_code == 200 else {}
-            return now if now.get("state") == "talking" else None
-
-        seen = await wait_for(with_agent, 90, what="the agent talking with the caller")
+        seen = await wait_for(lambda: talking_with_agent(api, caller), 90,
+                              what="the agent talking with the caller")
         assert seen["agent"] == agent and seen["queue"] == "traffic:ko"
         assert seen["bot"]["handoff"] in ("not in the knowledge base", "not understood")
         heard = next(line for line in seen["bot"]["transcript"] if line.startswith("caller:"))
