@@ -18,33 +18,39 @@ the last word itself, so both hold the quiet the bot waits for to know that the 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import os
 import random
-import signal
 import statistics
-import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any
 
 import httpx
 
+from bench.botcalls import (
+    BotCall,
+    CallerEar,
+    SpokenQuestion,
+    call_records,
+    caller_question,
+    follow,
+    hang_up,
+    line_quiet,
+    until,
+)
 from bench.load import percentiles
+from bench.population import spoken_population
 from bench.speech import measure as measure_recognizers
-from bench.stacks import CACHE, start_product, stop_product
+from bench.stacks import run_alone
 from bench.understanding import OUT_OF_DOMAIN, held_out, understanding
-from callbot.audio import VadSettings, level_db
+from callbot.audio import VadSettings
 from callbot.recognizers import ModelSettings, build_recognizers, close_recognizers
-from ivr.ari import AriClient, AriError, unless_gone
+from ivr.ari import AriClient
 from ivr.controller.bot import BOT_ANSWER, BOT_LISTENING, BOT_THINKING, LISTEN_SECONDS
-from ivr.redis_client import connect_redis
-from tests.support.sip import RtpSink, SippCall
-from tests.support.speech import FRAME, alaw, frames, spoken, upsampled
+from tests.support.sip import SippCall
+from tests.support.speech import spoken, upsampled
 from tests.support.stack import Server, admin_client
 
 GOAL_MS = 800.0  # the answer starts this soon after the caller's speech ends (median)
@@ -55,135 +61,40 @@ QUESTIONS = 10  # held-out questions the callers ask
 TO_THE_BOT = "911"  # on 120: other languages, English, traffic (the callbot)
 REPLY_SECONDS = 15.0  # the bot answers, asks again or hands over within this (or it failed)
 
-T = TypeVar("T")
-
 
 # --- Questions for the calls --------------------------------------------------------------
 
 
 async def _answerable_questions(cache: Path, folder: Path) -> list[tuple[str, str]]:
     """Held-out English questions that espeak-ng's voice over the telephone band, recognized
-    offline as the controller would, gets answered outright: a call that is not answered then
-    failed on the line (timing, load), not in recognition or understanding, which
-    ``bench/speech.py`` and ``bench/understanding.py`` measure."""
+    offline as the controller would, gets answered outright, the surest first: a call that is
+    not answered then failed on the line (timing, load), not in recognition or understanding,
+    which ``bench/speech.py``, ``bench/understanding.py`` and the spoken population measure.
+    (The surest, because the line's audio differs a little from the offline copy, and a
+    question answered only just may be asked to confirm on the line.)"""
     model, entries = understanding()
     recognizers = build_recognizers({"en": "whisper"}, ModelSettings(cache=cache, workers=1),
                                     entries)
-    chosen = []
+    answered = []
     try:
         for question in held_out():
             if question.language != "en" or question.expected == OUT_OF_DOMAIN:
                 continue
             audio = upsampled(spoken(question.text, folder), folder)
             heard = await recognizers["en"].recognize(audio)
-            if model.match(heard.text, "en").question_type == question.expected:
-                chosen.append((question.expected, question.text))
-            if len(chosen) == QUESTIONS:
-                break
+            match = model.match(heard.text, "en")
+            if match.question_type == question.expected:
+                answered.append((match.confidence, question.expected, question.text))
     finally:
         close_recognizers(recognizers)
-    return chosen
+    answered.sort(key=lambda item: -item[0])
+    return [(kind, text) for _, kind, text in answered[:QUESTIONS]]
 
 
 # --- Real bot calls ---------------------------------------------------------------------------
 
 
-@dataclass
-class _CallerEar(RtpSink):
-    """The caller's RTP endpoint, also noting when each packet of the server's audio came."""
-
-    arrivals: list[float] = field(default_factory=list)
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        super().datagram_received(data, addr)
-        if len(data) >= 12:
-            self.arrivals.append(time.monotonic())
-
-    def first_after(self, moment: float) -> float | None:
-        return next((arrival for arrival in self.arrivals if arrival > moment), None)
-
-
-@dataclass(frozen=True)
-class _Question:
-    question_type: str
-    text: str
-    payloads: list[bytes]  # 20 ms of A-law each, as the caller's phone sends them
-    voice_seconds: float  # from the first payload to the end of the last word
-
-
-def _caller_question(question_type: str, text: str, folder: Path) -> _Question:
-    samples = spoken(text, folder)
-    # The last word ends with the last frame the bot's voice activity could take for voice;
-    # espeak-ng adds a few hundred ms of quiet after it.
-    loud_enough = VadSettings().min_voice_db
-    size = FRAME * 2
-    voiced = [number for number in range(len(samples) // size)
-              if level_db(samples[number * size:(number + 1) * size]) >= loud_enough]
-    last = max(voiced, default=len(samples) // size)
-    return _Question(question_type, text, frames(alaw(samples)), (last + 1) * 0.02)
-
-
-@dataclass
-class _BotCall:
-    caller: str
-    question: _Question
-    sipp: SippCall
-    ear: _CallerEar
-    lead: float = 0.0  # seconds to wait before speaking, so that all callers stop together
-    step: str = ""  # the call's step in its live state, as last seen
-    channel_id: str = ""
-    voice_ended: float = 0.0  # monotonic time of the caller's last word
-    heard_ms: float | None = None  # last word -> first packet of the answer, at the caller
-    finished: bool = False  # SIPp ended
-    problem: str = ""  # why the call failed
-
-
-async def _until(check: Callable[[], T], seconds: float, what: str) -> T:
-    deadline = time.monotonic() + seconds
-    while not (result := check()):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"no {what} within {seconds:.0f} s")
-        await asyncio.sleep(0.02)
-    return result
-
-
-async def _follow(server: Server, calls: list[_BotCall], speak: asyncio.Event) -> None:
-    """Each call's step, from the live state in Redis; and the moment for all to speak: when
-    every call listens, or halfway to the bot's "are you there?" after the first one does."""
-    redis = connect_redis(server.settings)
-    by_caller = {call.caller: call for call in calls}
-    first_listening = 0.0
-    try:
-        while True:
-            async for key in redis.scan_iter(match="ivr:call:*"):
-                caller, step = cast(list[str | None],
-                                    await redis.hmget(key, ["caller", "step"]))
-                call = by_caller.get(caller or "")
-                if call is not None:
-                    call.step, call.channel_id = step or "", key.removeprefix("ivr:call:")
-            if not first_listening and any(call.step == BOT_LISTENING for call in calls):
-                first_listening = time.monotonic()
-            if all(call.step == BOT_LISTENING or call.problem for call in calls) or (
-                    first_listening and time.monotonic() - first_listening > LISTEN_SECONDS / 2):
-                speak.set()
-            await asyncio.sleep(0.1)
-    finally:
-        await redis.aclose()
-
-
-async def _line_quiet(ear: RtpSink) -> None:
-    """The line's quiet after the question, as a phone goes on sending it (until cancelled)."""
-    while True:
-        await ear.silence(0.2)
-
-
-async def _hang_up(ari: AriClient, call: _BotCall) -> None:
-    if call.channel_id:
-        with contextlib.suppress(AriError), unless_gone():
-            await ari.hangup(call.channel_id)
-
-
-async def _bot_call(call: _BotCall, speak: asyncio.Event, ari: AriClient) -> None:
+async def _bot_call(call: BotCall, speak: asyncio.Event, ari: AriClient) -> None:
     """One caller: to the callbot, the question when everyone asks, then "yes, thank you"."""
     ear = call.ear
 
@@ -192,10 +103,10 @@ async def _bot_call(call: _BotCall, speak: asyncio.Event, ari: AriClient) -> Non
 
     try:
         await call.sipp.start()
-        await _until(lambda: ear.audio_seconds >= 0.5 or hung_up(), 20, "greeting")
+        await until(lambda: ear.audio_seconds >= 0.5 or hung_up(), 20, "greeting")
         if not hung_up():
             await ear.press(TO_THE_BOT)
-            await _until(lambda: call.step == BOT_LISTENING or hung_up(), 30, "bot listening")
+            await until(lambda: call.step == BOT_LISTENING or hung_up(), 30, "bot listening")
         if hung_up():
             call.problem = "the server hung up before the bot listened"
             return
@@ -204,12 +115,12 @@ async def _bot_call(call: _BotCall, speak: asyncio.Event, ari: AriClient) -> Non
         said_at = time.monotonic()
         await ear.say(call.question.payloads)
         call.voice_ended = said_at + call.question.voice_seconds
-        quiet = asyncio.create_task(_line_quiet(ear))
+        quiet = asyncio.create_task(line_quiet(ear))
         try:
-            await _until(lambda: call.step not in (BOT_LISTENING, BOT_THINKING) or hung_up(),
+            await until(lambda: call.step not in (BOT_LISTENING, BOT_THINKING) or hung_up(),
                          REPLY_SECONDS, "reply from the bot")
             if call.step == BOT_ANSWER:
-                first = await _until(lambda: ear.first_after(call.voice_ended) or 0.0, 5,
+                first = await until(lambda: ear.first_after(call.voice_ended) or 0.0, 5,
                                      "audio of the answer")
                 call.heard_ms = (first - call.voice_ended) * 1000
         finally:
@@ -218,29 +129,13 @@ async def _bot_call(call: _BotCall, speak: asyncio.Event, ari: AriClient) -> Non
         if call.step == BOT_ANSWER:
             await ear.press("1")  # that answered it: the bot says goodbye and hangs up
         else:
-            await _hang_up(ari, call)  # asked again or handed over: the record says which
+            await hang_up(ari, call)  # asked again or handed over: the record says which
         result = await call.sipp.finished(30)
         call.finished = True
         if not result.ok:
             call.problem = f"SIPp: {(result.errors or result.output).strip()[-200:]}"
     except Exception as exc:  # one call's failure is a figure of its wave, not the bench's end
         call.problem = f"{type(exc).__name__}: {exc}"
-
-
-async def _records(api: httpx.AsyncClient, callers: set[str], since: datetime
-                   ) -> dict[str, dict[str, Any]]:
-    """The ended call records of these callers, from ``since`` (each call has its number)."""
-    found: dict[str, dict[str, Any]] = {}
-    deadline = time.monotonic() + 15
-    while len(found) < len(callers) and time.monotonic() < deadline:
-        response = await api.get("/api/calls", params={"limit": 200})
-        response.raise_for_status()
-        for record in response.json():
-            if (record["caller"] in callers and record["ended_at"]
-                    and datetime.fromisoformat(record["started_at"]) >= since):
-                found[record["caller"]] = record
-        await asyncio.sleep(0.3)
-    return found
 
 
 def _median(values: list[float]) -> float | None:
@@ -261,18 +156,21 @@ class _Wave:
     problems: list[str] = field(default_factory=list)
     lag: str = ""  # why answers lag in this wave, if they do
 
-    def count(self, call: _BotCall, record: dict[str, Any] | None) -> None:
+    def count(self, call: BotCall, record: dict[str, Any] | None) -> None:
         bot = (record or {}).get("bot") or {}
         stage = next((s for s in bot.get("stages") or () if "first_audio_ms" in s), None)
         if stage is not None:
             self.first_audio_ms.append(stage["first_audio_ms"])
             # Where the time goes: recognizing, understanding, rendering the answer, and the
-            # rest (events, Redis, Asterisk starting the playback).
+            # rest (the wait for the end of the turn, events, Asterisk starting the playback).
+            # Recognition begun at a pause runs during that wait.
             spent = {"recognize_ms": stage.get("recognize_s", 0.0) * 1000,
                      "understand_ms": stage.get("understand_ms", 0.0),
                      "speak_ms": stage.get("speak_ms", 0.0)}
-            spent["rest_ms"] = stage["first_audio_ms"] - sum(spent.values())
+            if not stage.get("started_at_pause"):
+                spent["rest_ms"] = stage["first_audio_ms"] - sum(spent.values())
             spent["audio_s"] = stage.get("audio_s", 0.0)
+            spent["started_at_pause"] = float(bool(stage.get("started_at_pause")))
             for name, value in spent.items():
                 self.stages.setdefault(name, []).append(value)
             if call.heard_ms is not None:
@@ -316,21 +214,21 @@ class _Wave:
 
 
 async def _wave(server: Server, api: httpx.AsyncClient, ari: AriClient, size: int,
-                questions: list[_Question], numbers: list[str]) -> _Wave:
+                questions: list[SpokenQuestion], numbers: list[str]) -> _Wave:
     """``size`` callers at once, each asking the bot a question; they all stop speaking at the
     same moment, so that the bot recognizes ``size`` utterances at once (the worst case)."""
     calls = []
     for number, caller in enumerate(numbers):
         sipp = SippCall("caller.xml", "120", server.sip_target, server.workdir, caller)
-        sipp.rtp = ear = _CallerEar()
-        calls.append(_BotCall(caller, questions[number % len(questions)], sipp, ear))
+        sipp.rtp = ear = CallerEar()
+        calls.append(BotCall(caller, questions[number % len(questions)], sipp, ear))
     longest = max(call.question.voice_seconds for call in calls)
     for call in calls:
         call.lead = longest - call.question.voice_seconds
     started = time.monotonic()
     since = datetime.now(UTC) - timedelta(seconds=1)
     speak = asyncio.Event()
-    follower = asyncio.create_task(_follow(server, calls, speak))
+    follower = asyncio.create_task(follow(server, calls, speak))
     try:
         await asyncio.gather(*(_bot_call(call, speak, ari) for call in calls))
     finally:
@@ -338,9 +236,9 @@ async def _wave(server: Server, api: httpx.AsyncClient, ari: AriClient, size: in
         await asyncio.wait([follower])
         for call in calls:
             if not call.finished:
-                await _hang_up(ari, call)
+                await hang_up(ari, call)
             await call.sipp.stop()
-    records = await _records(api, set(numbers), since)
+    records = await call_records(api, set(numbers), since)
     wave = _Wave(size, seconds=round(time.monotonic() - started, 1))
     for call in calls:
         wave.count(call, records.get(call.caller))
@@ -351,7 +249,7 @@ async def _concurrent_calls(server: Server, asked: list[tuple[str, str]], sizes:
                            folder: Path) -> tuple[dict[str, Any], list[_Wave]]:
     """Waves of simultaneous bot calls, up to the first one whose answers lag."""
     questions = await asyncio.to_thread(
-        lambda: [_caller_question(kind, text, folder) for kind, text in asked])
+        lambda: [caller_question(kind, text, spoken(text, folder)) for kind, text in asked])
     # Plainly fake caller numbers, one per call, so each call's record is found by it.
     numbers = [f"0109990{n:04d}" for n in random.sample(range(10_000), sum(sizes))]
     waves: list[_Wave] = []
@@ -405,32 +303,21 @@ async def bench_callbot(server: Server, quick: bool = False) -> dict[str, Any]:
     steady = [wave for wave in waves if not wave.lag]
     first_audio = [ms for wave in steady for ms in wave.first_audio_ms]
     heard = [ms for wave in steady for ms in wave.heard_ms]
+    population = await spoken_population(server, folder / "population", quick)
     return {
         "recognition": recognition,
         "concurrent_calls": calls,
+        "spoken_population": population,
         "answer_start_ms": {
             **percentiles(first_audio), "calls": len(first_audio), "goal_p50": GOAL_MS,
             "heard_by_caller": {**percentiles(heard), "calls": len(heard)},
             "end_of_speech_silence_ms": VadSettings().end_silence_ms,
+            "recognition_begins_after_ms": VadSettings().pause_ms,
         },
         "machine": {"cpus": os.cpu_count(), "load_average_before": round(load_before, 2),
                     "load_average_after": round(os.getloadavg()[0], 2)},
     }
 
 
-def _main() -> None:
-    # `kill` stops it as Ctrl-C does: the calls are hung up and the stack is stopped.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    # shift=1000: the default ports (and shift 0) belong to other stacks running meanwhile.
-    server = start_product(CACHE / "callbot-dev", shift=1000)
-    try:
-        started = time.monotonic()
-        figures = asyncio.run(bench_callbot(server, quick="--quick" in sys.argv))
-        print(json.dumps(figures, indent=2, ensure_ascii=False))
-        print(f"callbot bench: {time.monotonic() - started:.0f} s", file=sys.stderr)
-    finally:
-        stop_product(server)
-
-
 if __name__ == "__main__":
-    _main()
+    run_alone("callbot", bench_callbot)

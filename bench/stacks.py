@@ -4,9 +4,16 @@ Asterisk with a plain dialplan menu and app_queue, configured from bench/baselin
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import shutil
+import signal
+import sys
+import time
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 from ivr.pbx import asterisk
 from ivr.settings import Settings
@@ -55,3 +62,20 @@ def _empty(base: Path) -> None:
         asterisk.RootFolder(settings.asterisk_root_path, base / "data").unmount()
     shutil.rmtree(base, ignore_errors=True)
     (base / "work").mkdir(parents=True)
+
+
+def run_alone(name: str,
+              measure: Callable[[Server, bool], Coroutine[Any, Any, dict[str, Any]]]) -> None:
+    """One part of the bench on a stack of its own (`python -m bench.<part> [--quick]`): its
+    figures are printed as JSON."""
+    # `kill` stops it as Ctrl-C does: the calls are hung up and the stack is stopped.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    # shift=1000: the default ports (and shift 0) belong to other stacks running meanwhile.
+    server = start_product(CACHE / f"{name}-dev", shift=1000)
+    try:
+        started = time.monotonic()
+        figures = asyncio.run(measure(server, "--quick" in sys.argv))
+        print(json.dumps(figures, indent=2, ensure_ascii=False))
+        print(f"{name} bench: {time.monotonic() - started:.0f} s", file=sys.stderr)
+    finally:
+        stop_product(server)

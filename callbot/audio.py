@@ -5,7 +5,9 @@ Asterisk sends the caller's audio (a snoop on the caller's channel, bridged with
 externalMedia channel) as RTP with 16 kHz signed linear payload (``slin16``), in network byte
 order. ``Listener`` receives it on a UDP port of its own, turns it into 16-bit little-endian
 samples, and runs ``VoiceActivity`` on 20 ms frames: it says when the caller starts speaking
-(for barge-in) and hands over each utterance when the caller stops (end of speech).
+(for barge-in), when the caller pauses (the bot may start recognizing what was said so far,
+so that the answer is ready sooner), and hands over each utterance when the caller stops (end
+of speech).
 
 Voice activity is by energy against a noise floor that follows the line's background level, so
 it works on quiet and on noisy lines alike; what is said is the recognizer's job.
@@ -36,6 +38,10 @@ class VadSettings:
     # This much quiet after speech: the utterance is over. Part of every answer's delay, so
     # kept short; a pause inside a sentence (a comma) is shorter still.
     end_silence_ms: int = 550
+    # This much quiet: the caller may have finished. What was said so far is handed over at
+    # once, to be recognized while the quiet goes on; if it lasts to end_silence_ms, that
+    # recognition is the utterance's, and the answer comes that much sooner.
+    pause_ms: int = 200
     pre_roll_ms: int = 200  # kept from before the start, so the first syllable is not cut
     max_utterance_s: float = 15.0  # an utterance is cut here, whatever else happens
     above_floor_db: float = 12.0  # voice is this much louder than the background
@@ -49,6 +55,9 @@ class Utterance:
     # after it was long enough to tell (that is end_of_turn_ms later)
     ended_at: float
     end_of_turn_ms: int = 0
+    number: int = 0  # the utterance's number on its line (1, 2...)
+    voiced_frames: int = 0  # frames up to the last voiced one: the same at a pause and at the
+    # end of the utterance unless the caller spoke again in between
 
     @property
     def seconds(self) -> float:
@@ -64,20 +73,30 @@ def level_db(frame: bytes) -> float:
     return 10 * math.log10(power) if power > 1 else 0.0
 
 
+START, PAUSE, END = "start", "pause", "end"
+
+
+@dataclass(frozen=True)
+class VoiceEvent:
+    kind: str  # START (the caller speaks), PAUSE (quiet: maybe the end), END (the end)
+    utterance: Utterance | None = None  # at PAUSE, what was said so far; at END, all of it
+
+
 @dataclass
 class VoiceActivity:
-    """Frames in, speech starts and finished utterances out."""
+    """Frames in; speech starts, pauses and finished utterances out."""
 
     settings: VadSettings = field(default_factory=VadSettings)
     floor_db: float = 20.0
     speaking: bool = False
+    utterances: int = 0
     _voiced_run: int = 0
     _quiet_ms: int = 0
     _pre_roll: deque[bytes] = field(default_factory=deque)
     _utterance: list[bytes] = field(default_factory=list)
 
-    def feed(self, frame: bytes) -> tuple[bool, Utterance | None]:
-        """One 20 ms frame: (speech started now, the utterance that ended now or None)."""
+    def feed(self, frame: bytes) -> VoiceEvent | None:
+        """One 20 ms frame: what it tells of the caller's speech, if anything."""
         settings = self.settings
         level = level_db(frame)
         voiced = level >= max(self.floor_db + settings.above_floor_db, settings.min_voice_db)
@@ -94,21 +113,26 @@ class VoiceActivity:
                 self._quiet_ms = 0
                 self._utterance = list(self._pre_roll)
                 self._pre_roll.clear()
-                return True, None
-            return False, None
+                self.utterances += 1
+                return VoiceEvent(START)
+            return None
         self._utterance.append(frame)
         self._quiet_ms = 0 if voiced else self._quiet_ms + 20
         too_long = len(self._utterance) * 20 >= settings.max_utterance_s * 1000
         if self._quiet_ms >= settings.end_silence_ms or too_long:
-            return False, self._finish()
-        return False, None
+            utterance = self._so_far()
+            self.speaking = False
+            self._voiced_run = 0
+            self._utterance = []
+            return VoiceEvent(END, utterance)
+        if self._quiet_ms == settings.pause_ms:
+            return VoiceEvent(PAUSE, self._so_far())
+        return None
 
-    def _finish(self) -> Utterance:
-        self.speaking = False
-        self._voiced_run = 0
-        audio = b"".join(self._utterance)
-        self._utterance = []
-        return Utterance(audio, time.monotonic() - self._quiet_ms / 1000, self._quiet_ms)
+    def _so_far(self) -> Utterance:
+        return Utterance(b"".join(self._utterance), time.monotonic() - self._quiet_ms / 1000,
+                         self._quiet_ms, self.utterances,
+                         len(self._utterance) - self._quiet_ms // 20)
 
 
 def rtp_payload(packet: bytes) -> bytes:
@@ -132,29 +156,24 @@ def network_to_native(payload: bytes) -> bytes:
     return samples.tobytes()
 
 
-SpeechStarted = Callable[[], None]
-Heard = Callable[[Utterance], None]
+Heard = Callable[[VoiceEvent], None]
 
 
 class Listener(asyncio.DatagramProtocol):
     """One call's audio: a UDP port that Asterisk's externalMedia channel sends RTP to."""
 
-    def __init__(self, on_speech: SpeechStarted, on_utterance: Heard,
-                 settings: VadSettings | None = None) -> None:
+    def __init__(self, on_voice: Heard, settings: VadSettings | None = None) -> None:
         self.vad = VoiceActivity(settings or VadSettings())
-        self.on_speech = on_speech
-        self.on_utterance = on_utterance
+        self.on_voice = on_voice
         self.transport: asyncio.DatagramTransport | None = None
         self.packets = 0
-        self.paused = False  # while the bot thinks: what is said then is not a question
         self._pending = b""
 
     @classmethod
-    async def open(cls, on_speech: SpeechStarted, on_utterance: Heard,
-                   settings: VadSettings | None = None) -> Listener:
+    async def open(cls, on_voice: Heard, settings: VadSettings | None = None) -> Listener:
         loop = asyncio.get_running_loop()
         _, listener = await loop.create_datagram_endpoint(
-            lambda: cls(on_speech, on_utterance, settings), local_addr=("127.0.0.1", 0))
+            lambda: cls(on_voice, settings), local_addr=("127.0.0.1", 0))
         return listener
 
     @property
@@ -171,13 +190,9 @@ class Listener(asyncio.DatagramProtocol):
         self._pending += network_to_native(rtp_payload(data))
         while len(self._pending) >= FRAME_BYTES:
             frame, self._pending = self._pending[:FRAME_BYTES], self._pending[FRAME_BYTES:]
-            started, utterance = self.vad.feed(frame)
-            if self.paused:
-                continue
-            if started:
-                self.on_speech()
-            if utterance is not None:
-                self.on_utterance(utterance)
+            event = self.vad.feed(frame)
+            if event is not None:
+                self.on_voice(event)
 
     def close(self) -> None:
         if self.transport is not None:

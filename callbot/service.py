@@ -21,6 +21,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from callbot import complaints
 from callbot.audio import Utterance
 from callbot.embeddings import shared_embedder
 from callbot.knowledge import (
@@ -85,7 +86,8 @@ class Callbot:
         models = ModelSettings(
             whisper=settings.path(settings.whisper_model) if settings.whisper_model else None,
             vosk=settings.vosk_models(), cache=settings.path(settings.model_cache),
-            workers=settings.recognizer_workers)
+            workers=settings.recognizer_workers,
+            whisper_vocabulary=settings.whisper_vocabulary_prompt)
         recognizers = await asyncio.to_thread(
             build_recognizers, settings.bot_recognizer_choices(), models, entries)
         log.info("callbot: %d question types (%d new), recognizers: %s", len(entries), added,
@@ -122,6 +124,11 @@ class Callbot:
     def hears(self, language: str) -> bool:
         return language in self.recognizers
 
+    def can_start_early(self, language: str) -> bool:
+        """Whether a recognizer worker is free now for work that may be thrown away (an
+        utterance begun at a pause): it must never delay an utterance that is over."""
+        return self.recognizers[language].pool.idle() > 0
+
     async def recognize(self, language: str, utterance: Utterance) -> Heard:
         """What the caller said; RecognitionFailed if the utterance could not be recognized
         (its worker died, say): the call then hands over, and no other call is touched."""
@@ -154,6 +161,22 @@ class Callbot:
         path: Path = await asyncio.to_thread(render, prompt, self.settings.rendered_prompts_path,
                                              self.settings.tts_engine)
         return f"sound:{path}"
+
+    # --- Complaints taken down on calls (callbot.intake) ----------------------------------------
+
+    async def open_complaint(self, kind: str, district: str | None, language: str,
+                             call_record_id: str) -> str:
+        """A new incomplete complaint; its receipt number."""
+        return await complaints.open_complaint(self.sessions, kind, district, language,
+                                               call_record_id)
+
+    async def save_complaint(self, receipt: str, *, details: dict[str, str],
+                             transcript: list[str],
+                             status: complaints.ComplaintStatus | None = None,
+                             district: str | None = None) -> None:
+        await complaints.save_complaint(self.sessions, receipt, details=details,
+                                        transcript=transcript, status=status,
+                                        district=district)
 
     # --- Figures ------------------------------------------------------------------------------
 

@@ -271,7 +271,8 @@ class Understanding:
     Two views of a question are combined: its pieces (syllables and morphemes, TF-IDF, above),
     which are exact about the words, and its meaning (a sentence embedding, when an
     ``Embedder`` is given), which also sees a question put in other words. Colloquial words
-    (``synonyms``: 물값 -> 수도 요금) are read as what they mean as well as as they are.
+    (``synonyms``: 물값 -> 수도 요금) are read as what they mean, in the question and in the
+    phrasings alike.
     """
 
     def __init__(self, entries: Sequence[Entry], synonyms: Mapping[str, str] | None = None,
@@ -316,12 +317,19 @@ class Understanding:
             self._meanings = embedder.passages([text for _, text in texts])
 
     def expand(self, text: str) -> str:
-        """The text with the meaning of each colloquial word it holds added to it."""
+        """The text with each colloquial word it holds put in the words it means (물값 ->
+        수도 요금), however it is spaced: the words the knowledge base knows, in place of
+        one it may not know at all."""
         if not self.synonyms:
             return text
         squeezed = _normalise(text).replace(" ", "")
-        meanings = [meaning for word, meaning in self.synonyms if word in squeezed]
-        return " ".join([text, *meanings]) if meanings else text
+        found = [(word, meaning) for word, meaning in self.synonyms if word in squeezed]
+        if not found:
+            return text
+        text = _normalise(text)
+        for word, meaning in found:  # longest first: 주차딱지 before 딱지
+            text = re.sub(r"\s*".join(map(re.escape, word)), f" {meaning} ", text)
+        return " ".join(text.split())
 
     def _weights(self, counts: Counter[str]) -> Vector:
         return {piece: (1 + math.log(count)) * self._idf.get(piece, self._unknown_idf)

@@ -88,6 +88,10 @@ class WorkerPool:
             raise
         self._ready = workers
 
+    def idle(self) -> int:
+        """How many workers wait for an utterance now."""
+        return self._queue().qsize()
+
     def pids(self) -> list[int]:
         return [pid for worker in self._workers.values() if (pid := worker.pid) is not None]
 

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlalchemy.ext.asyncio import AsyncSession as AsyncSession
 from sqlalchemy.schema import CreateColumn
 
+from callbot import complaints as _complaints  # noqa: F401  (registers complaints)
 from callbot import knowledge as _knowledge  # noqa: F401  (registers knowledge_entries)
 from ivr.models import Base
 

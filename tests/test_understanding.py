@@ -160,7 +160,10 @@ def test_a_colloquial_word_is_read_as_what_it_means(entries: list[Entry]) -> Non
     plain = Understanding(entries, {})
     with_words = Understanding(entries, {"꼬부기통": "수도 요금"})  # a made-up word
     assert plain.expand("꼬부기통 어디서 내요") == "꼬부기통 어디서 내요"
-    assert with_words.expand("꼬부기통 어디서 내요") == "꼬부기통 어디서 내요 수도 요금"
+    # Put in the words it means, however it is spaced: a word the base does not know at all
+    # no longer weighs on the match.
+    assert with_words.expand("꼬부기통 어디서 내요") == "수도 요금 어디서 내요"
+    assert with_words.expand("꼬부기 통 어디서 내요") == "수도 요금 어디서 내요"
     assert with_words.candidates("꼬부기통 어디서 내요")[0].topic == "water"
 
 

@@ -17,6 +17,7 @@ from ivr.api.routes import (
     auth,
     bot,
     calls,
+    complaints,
     desk,
     dialplans,
     knowledge,
@@ -77,6 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(calls.router)
     app.include_router(desk.router)
     app.include_router(bot.router)
+    app.include_router(complaints.router)
     app.include_router(knowledge.router)
     app.include_router(agents.router)
     app.include_router(dialplans.router)

@@ -24,7 +24,7 @@ from ivr.ari import AriClient, Event, unless_gone
 from ivr.controller.records import CallRecords
 from ivr.controller.state import CallState, check_move
 from ivr.controller.store import CallData, CallStore
-from ivr.dialplan.model import Dialplan
+from ivr.dialplan.model import Action, Dialplan, Menu
 from ivr.dialplan.versions import DialplanVersions
 from ivr.models import CallOutcome
 from ivr.prompts import Prompt, render
@@ -124,6 +124,23 @@ class CallBase:
 
     async def _start_bot(self, topic: str) -> None:
         """Hand the caller to the callbot for a topic (``bot.py``)."""
+        raise NotImplementedError
+
+    def _menu(self) -> Menu:
+        """The menu the caller is in (``menus.py``)."""
+        raise NotImplementedError
+
+    async def _run(self, action: Action) -> None:
+        """Carry out a menu option, a line's start or a failure (``menus.py``)."""
+        raise NotImplementedError
+
+    async def _open_front_door(self, menu_id: str) -> bool:
+        """Listen for speech at this menu if its line has it as a front door
+        (``front_door.py``); False if callers only press keys there."""
+        raise NotImplementedError
+
+    async def _close_front_door(self) -> None:
+        """A key was pressed at the front door: stop listening."""
         raise NotImplementedError
 
     # --- Actions ------------------------------------------------------------------------------

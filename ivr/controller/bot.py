@@ -9,6 +9,11 @@ hears the bot while the bot hears only the caller. When the caller starts speaki
 bot talks, the bot stops (barge-in) and listens. Digits always work: 0 is an agent, and 1 or 2
 answer "did that answer your question?".
 
+The answer comes sooner because the bot does not wait for the end of the caller's turn to
+start: at the first short pause it recognizes and understands what was said so far, while the
+quiet goes on. If the caller speaks again, that work is dropped; if the quiet lasts to the end
+of the turn, it is the utterance's, often finished already.
+
 A language with no recognizer gets the keypad version: the topic's questions are read out with
 a digit each.
 """
@@ -19,8 +24,11 @@ import asyncio
 import logging
 import time
 import uuid
+from dataclasses import dataclass
 
-from callbot.audio import Listener, Utterance
+from callbot.audio import END, PAUSE, START, Listener, Utterance, VoiceEvent
+from callbot.service import Heard
+from callbot.understand import Match
 from callbot.workers import RecognitionFailed
 from ivr.ari import ChannelGone, Event, unless_gone
 from ivr.controller.queueing import Queueing
@@ -36,15 +44,21 @@ BOT_LISTENING = "bot_listening"  # waiting for the caller to speak or press a di
 BOT_THINKING = "bot_thinking"  # recognizing and understanding what was said
 BOT_HANDOFF = "bot_handoff"  # "I'll connect you to an agent", then the queue
 BOT_GOODBYE = "bot_goodbye"  # resolved: goodbye, then the call ends
+FRONT_DOOR_LISTENING = "front_door_listening"  # the caller speaks at a menu (front_door.py)
 
 # Synthetic events from the bot's listener and timers.
 BOT_SPEECH = "BotSpeechStarted"
-BOT_HEARD = "BotHeard"
+BOT_PAUSE = "BotPaused"  # the caller paused: perhaps the end, perhaps not
+BOT_HEARD = "BotHeard"  # the end of the caller's turn
 BOT_SILENCE = "BotSilence"
+VOICE_EVENTS = {START: BOT_SPEECH, PAUSE: BOT_PAUSE, END: BOT_HEARD}
 
 # What the next thing the caller says (or presses) answers: a question; "did that answer your
-# question?"; "is your question about <title>?"; the keypad version's list.
+# question?"; "is your question about <title>?"; the keypad version's list; a detail of a
+# complaint being taken down, and "I heard <detail>, is that right?" (``intake.py``).
 QUESTION, CONFIRM, CONFIRM_TYPE, KEYPAD = "question", "confirm", "confirm_type", "keypad"
+INTAKE_DETAIL, INTAKE_READ_BACK = "intake_detail", "intake_read_back"
+INTAKE_PHASES = (INTAKE_DETAIL, INTAKE_READ_BACK)
 
 # What the recognizer says of an utterance it did not make out: the audio most likely held no
 # speech (noise, music, a cough), or its words are too unsure to act on. Then the bot asks
@@ -70,32 +84,66 @@ def says(text: str, words: tuple[str, ...]) -> bool:
                for word in said for token in words)
 
 
+@dataclass
+class MadeOut:
+    """An utterance recognized and, if its words are clear enough, understood."""
+
+    heard: Heard
+    match: Match | None = None
+    understand_ms: float = 0.0
+
+
+@dataclass
+class EarlyStart:
+    """Recognition started at a pause, for the utterance that ends if the quiet lasts."""
+
+    utterance: Utterance
+    work: asyncio.Task[MadeOut]
+
+    def holds(self, utterance: Utterance) -> bool:
+        """Whether the finished utterance is the one begun here: nothing said since."""
+        return (utterance.number, utterance.voiced_frames) == (self.utterance.number,
+                                                                self.utterance.voiced_frames)
+
+
+def clear_words(heard: Heard) -> bool:
+    return bool(heard.text.strip()) and heard.no_speech < NO_SPEECH and (
+        heard.confidence >= UNSURE_WORDS)
+
+
 class Bot(Queueing):
     listener: Listener | None = None
+    early: EarlyStart | None = None
 
     async def _start_bot(self, topic: str) -> None:
-        bot = self.data.bot
-        bot.topic = topic
+        await self._join_bot(topic)
+        if self.services.callbot.hears(self.data.language):
+            self.data.bot.mode = "speech"
+            if self.listener is None:
+                await self._open_ears()
+            await self._bot_say(["bot_greeting"], QUESTION)
+        else:
+            await self._keypad_menu()
+
+    async def _join_bot(self, topic: str) -> None:
+        """The call is the callbot's from now on, for a topic."""
+        self.data.bot.topic = topic
         self.data.path.append(f"bot:{topic}")
         await self._move(CallState.WITH_BOT)
         await self.services.callbot.refresh()  # an admin's edit reaches the next bot call
         await self.services.callbot.count("calls")
         await self._timeline("bot", detail=topic)
-        if self.services.callbot.hears(self.data.language):
-            bot.mode = "speech"
-            await self._open_ears()
-            await self._bot_say(["bot_greeting"], QUESTION)
-        else:
-            await self._keypad_menu()
 
     # --- The caller's voice: snoop -> bridge -> externalMedia -> Listener ---------------------
 
     async def _open_ears(self) -> None:
         channel = self.channel_id
         post = self.services.post
-        self.listener = await Listener.open(
-            on_speech=lambda: post(channel, {"type": BOT_SPEECH}),
-            on_utterance=lambda heard: post(channel, {"type": BOT_HEARD, "utterance": heard}))
+
+        def on_voice(voice: VoiceEvent) -> None:
+            post(channel, {"type": VOICE_EVENTS[voice.kind], "utterance": voice.utterance})
+
+        self.listener = await Listener.open(on_voice)
         bot, app = self.data.bot, self.services.settings.stasis_app
         bot.snoop_channel = f"snoop-{uuid.uuid4().hex}"
         bot.media_channel = f"media-{uuid.uuid4().hex}"
@@ -122,6 +170,7 @@ class Bot(Queueing):
 
     async def _close_ears(self) -> None:
         bot = self.data.bot
+        self._drop_early()
         if self.listener is not None:
             self.listener.close()
             self.listener = None
@@ -196,43 +245,83 @@ class Bot(Queueing):
         elif self.data.step == BOT_LISTENING:
             self.data.timer_token += 1  # the caller is speaking: no "are you there?"
 
+    async def _make_out(self, utterance: Utterance) -> MadeOut:
+        """Recognize an utterance, then understand it if its words are clear enough."""
+        callbot, language = self.services.callbot, self.data.language
+        made_out = MadeOut(await callbot.recognize(language, utterance))
+        if clear_words(made_out.heard):
+            started = time.perf_counter()
+            made_out.match = await callbot.understand(made_out.heard.text, language)
+            made_out.understand_ms = round((time.perf_counter() - started) * 1000, 2)
+        return made_out
+
+    async def _paused(self, event: Event) -> None:
+        """The caller paused: start on what was said so far, in case that was all."""
+        if self.data.step not in (BOT_LISTENING, FRONT_DOOR_LISTENING):
+            return
+        self._drop_early()
+        if not self.services.callbot.can_start_early(self.data.language):
+            return  # every worker is busy: the end of the turn is soon enough
+        utterance: Utterance = event["utterance"]
+        work = asyncio.create_task(self._make_out(utterance))
+        # Dropped work may fail unseen (a worker crash is seen again by the next request).
+        work.add_done_callback(lambda task: task.cancelled() or task.exception())
+        self.early = EarlyStart(utterance, work)
+
+    def _drop_early(self) -> None:
+        if self.early is not None:
+            self.early.work.cancel()
+            self.early = None
+
     async def _heard(self, event: Event) -> None:
         if self.data.step not in (BOT_LISTENING, BOT_PROMPT, BOT_ANSWER):
             return  # thinking about the last thing said, or already on the way out
         utterance: Utterance = event["utterance"]
+        early = self.early if self.early is not None and self.early.holds(utterance) else None
+        if early is None:
+            self._drop_early()
+        self.early = None
         await self._stop_prompt()
         self.data.step = BOT_THINKING
         await self._save()  # a supervisor (and a restarted controller) sees it thinking
-        callbot = self.services.callbot
         bot = self.data.bot
         try:
-            heard = await callbot.recognize(self.data.language, utterance)
+            made_out = await (early.work if early is not None else self._make_out(utterance))
         except RecognitionFailed as exc:
             # Its worker died, say: this call goes to an agent with what was heard before;
             # the worker is replaced and no other call notices.
             log.error("call %s: recognition failed (%s)", self.channel_id, exc)
             await self._hand_off("recognizer failed")
             return
+        heard, match = made_out.heard, made_out.match
         bot.heard_at = heard.ended_at
         stages = {"audio_s": round(heard.audio_seconds, 2),
                   "end_of_turn_ms": float(utterance.end_of_turn_ms),
                   "recognize_s": round(heard.recognition_seconds, 3),
+                  "understand_ms": made_out.understand_ms,
+                  "started_at_pause": early is not None,
                   "words_sure": heard.confidence, "no_speech": heard.no_speech}
         bot.stages.append(stages)
         log.info("call %s: bot heard %r (%.1f s of audio in %.2f s, sure %.2f, no speech "
-                 "%.2f)", self.channel_id, heard.text, heard.audio_seconds,
-                 heard.recognition_seconds, heard.confidence, heard.no_speech)
-        if (not heard.text.strip() or heard.no_speech >= NO_SPEECH
-                or heard.confidence < UNSURE_WORDS):
+                 "%.2f%s)", self.channel_id, heard.text, heard.audio_seconds,
+                 heard.recognition_seconds, heard.confidence, heard.no_speech,
+                 ", begun at a pause" if early is not None else "")
+        if match is None:
             bot.transcript.append(f"caller: (not made out) {heard.text}".rstrip())
             await self._not_understood(prompt="bot_not_heard")
             return
         bot.transcript.append(f"caller: {heard.text}")
+        if bot.phase in INTAKE_PHASES and not match.wants_agent:
+            await self._intake_heard(heard.text)
+            return
         if bot.phase in (CONFIRM, CONFIRM_TYPE) and await self._confirmed(heard.text):
             return
-        started = time.perf_counter()
-        match = await callbot.understand(heard.text, self.data.language)
-        stages["understand_ms"] = round((time.perf_counter() - started) * 1000, 2)
+        await self._act_on(match)
+
+    async def _act_on(self, match: Match) -> None:
+        """What the bot does with a question understood: answer it, ask to confirm, take down
+        a report, ask again, or hand over."""
+        bot, callbot = self.data.bot, self.services.callbot
         if match.topic:
             bot.skill = match.skill or match.topic
         if match.wants_agent:
@@ -265,8 +354,28 @@ class Bot(Queueing):
         bot.question_type, bot.confidence = entry.id, round(confidence, 3)
         bot.skill = entry.skill or bot.topic
         bot.pending = ""
+        if bot.mode == "speech" and await self._start_intake(entry.id):
+            return  # a report the bot takes down itself, rather than explain how to make it
         await self._timeline("bot_answer", detail=f"{entry.id} {confidence:.2f}")
         await self._bot_answer(entry.answer_in(self.data.language))
+
+    # --- Complaint intake (``intake.py``) -----------------------------------------------------
+
+    async def _start_intake(self, question_type: str) -> bool:
+        """Begin taking down the report this question type opens; False if it opens none."""
+        raise NotImplementedError
+
+    async def _intake_heard(self, text: str) -> None:
+        """What the caller said to a detail's question, or to its read-back."""
+        raise NotImplementedError
+
+    async def _intake_missed(self) -> None:
+        """Nothing usable said to a detail's question (or silence): ask again, or hand over."""
+        raise NotImplementedError
+
+    async def _intake_digit(self, digit: str) -> None:
+        """A digit during the intake: 1 or 2 answer a read-back."""
+        raise NotImplementedError
 
     async def _outside_knowledge(self) -> None:
         """Not a question the knowledge base answers: the caller is told so, and an agent of
@@ -276,6 +385,9 @@ class Bot(Queueing):
     async def _not_understood(self, prompt: str = "bot_clarify") -> None:
         """Not understood, or nothing said: ask once more, then hand over."""
         bot = self.data.bot
+        if bot.phase in INTAKE_PHASES:
+            await self._intake_missed()  # counted per detail
+            return
         bot.misses += 1
         if bot.misses >= MAX_MISSES:
             await self._hand_off("not understood")
@@ -327,6 +439,8 @@ class Bot(Queueing):
         bot.transcript.append(f"caller pressed {digit}")
         if digit == "0":
             await self._hand_off("pressed 0")
+        elif bot.phase in INTAKE_PHASES:
+            await self._intake_digit(digit)
         elif bot.phase in (CONFIRM, CONFIRM_TYPE) and digit in "12":
             await (self._said_yes() if digit == "1" else self._said_no())
         elif bot.phase == KEYPAD and digit.isdigit() and 0 < int(digit) <= len(bot.choices):

@@ -50,11 +50,12 @@ from ivr.controller.bot import (
     BOT_GOODBYE,
     BOT_HANDOFF,
     BOT_HEARD,
+    BOT_PAUSE,
     BOT_PROMPT,
     BOT_SILENCE,
     BOT_SPEECH,
-    Bot,
 )
+from ivr.controller.front_door import FrontDoor
 from ivr.controller.listen import LISTEN, Listening
 from ivr.controller.menus import Menus
 from ivr.controller.state import CallState
@@ -70,7 +71,7 @@ log = logging.getLogger(__name__)
 BOT_STEPS = (BOT_PROMPT, BOT_ANSWER, BOT_HANDOFF, BOT_GOODBYE)
 
 
-class Call(Listening, Menus, Bot, Transfers):
+class Call(Listening, Menus, FrontDoor, Transfers):
     """A call: its menus (``menus.py``), the callbot (``bot.py``), its wait for an agent
     (``queueing.py``), its transfers (``transfers.py``) and supervisors listening in
     (``listen.py``) are the steps it inherits."""
@@ -280,12 +281,17 @@ HANDLERS: dict[CallState, dict[str, Handler]] = {
         "PlaybackFinished": Call._prompt_finished,
         "ChannelDtmfReceived": Call._digit,
         MENU_TIMEOUT: Call._timeout,
+        # At a front door (front_door.py): the caller's voice.
+        BOT_SPEECH: Call._front_door_speech,
+        BOT_PAUSE: Call._paused,
+        BOT_HEARD: Call._front_door_heard,
     },
     CallState.WITH_BOT: {
         "PlaybackFinished": Call._prompt_finished,
         "PlaybackStarted": Call._answer_started,
         "ChannelDtmfReceived": Call._bot_digit,
         BOT_SPEECH: Call._speech_started,
+        BOT_PAUSE: Call._paused,
         BOT_HEARD: Call._heard,
         BOT_SILENCE: Call._bot_silence,
     },

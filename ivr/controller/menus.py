@@ -16,6 +16,7 @@ from ivr.controller.base import (
     WAITING,
     CallBase,
 )
+from ivr.controller.bot import BOT_THINKING, FRONT_DOOR_LISTENING
 from ivr.dialplan.model import AGENT, BACK, Action, Menu
 
 log = logging.getLogger(__name__)
@@ -32,9 +33,11 @@ class Menus(CallBase):
         if step in (EMERGENCY, INTRO):
             self.data.digits += digit  # typed ahead: kept for the menu that follows
             await self._save()
-        elif step in (PROMPT, WAITING, INFO):
+        elif step in (PROMPT, WAITING, INFO, FRONT_DOOR_LISTENING, BOT_THINKING):
+            # A key interrupts whatever plays, and speech at the front door too.
             await self._stop_prompt()
             self.data.pending = ""
+            await self._close_front_door()
             await self._menu_digit(digit)
 
     async def _timeout(self, event: Event) -> None:
@@ -58,7 +61,9 @@ class Menus(CallBase):
             digit, self.data.digits = self.data.digits[0], self.data.digits[1:]
             await self._menu_digit(digit)
             return
-        await self._play(PROMPT, [*(before or []), *self._menu().prompt])
+        # At a front door the caller may say what they need: they are told so first.
+        front_door = ["front_door"] if await self._open_front_door(menu_id) else []
+        await self._play(PROMPT, [*(before or []), *front_door, *self._menu().prompt])
 
     async def _menu_digit(self, digit: str) -> None:
         menu = self._menu()

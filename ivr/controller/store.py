@@ -46,9 +46,19 @@ class BotState:
     latencies_ms: list[float] = field(default_factory=list)  # end of speech -> answer audio
     # Per utterance, the time of each stage: audio_s (what was said, up to the end of speech),
     # recognize_s, understand_ms, speak_ms (rendering the answer), first_audio_ms (end of
-    # speech to the first audio of the answer).
+    # speech to the first audio of the answer); started_at_pause: recognized and understood
+    # from the caller's first pause, while the bot waited for the end of the turn.
     stages: list[dict[str, float]] = field(default_factory=list)
     heard_at: float = 0.0  # monotonic time of the last end of speech
+    # A complaint being taken down (callbot.intake): its kind and receipt number, the details
+    # confirmed so far, the detail asked now, what was heard for it (to be read back), and
+    # how many times it was asked.
+    intake: str = ""
+    receipt: str = ""
+    details: dict[str, str] = field(default_factory=dict)
+    asking: str = ""
+    heard_detail: str = ""
+    tries: int = 0
     snoop_channel: str = ""  # the caller's voice...
     media_channel: str = ""  # ...sent to the bot as RTP
     bridge_id: str = ""
@@ -57,9 +67,12 @@ class BotState:
         """For the call record and the agent's screen."""
         return {"topic": self.topic, "mode": self.mode, "transcript": self.transcript,
                 "question_type": self.question_type or None, "confidence": self.confidence,
+                "pending": self.pending or None, "skill": self.skill or None,
                 "resolved": self.resolved, "handoff": self.handoff or None,
                 "latencies_ms": self.latencies_ms, "stages": self.stages,
-                "barge_ins": self.barge_ins}
+                "barge_ins": self.barge_ins,
+                "complaint": {"kind": self.intake, "receipt": self.receipt,
+                              "details": self.details} if self.intake else None}
 
 
 @dataclass

@@ -44,6 +44,17 @@ BOT_PROMPTS = ["bot_greeting", "bot_confirm", "bot_clarify", "bot_handoff", "bot
                "bot_keypad", "bot_keypad_choice", "bot_confirm_question", "bot_unknown",
                "bot_not_heard"]
 
+# What a caller may hear while the callbot takes down a complaint: in Korean and English, the
+# languages whose details it reads (ivr/controller/intake.py).
+INTAKE_PROMPTS = ["intake_start_illegal_parking", "intake_start_large_waste", "intake_ask_place",
+                  "intake_ask_vehicle", "intake_ask_when", "intake_ask_item",
+                  "intake_ask_address", "intake_ask_pickup_day", "intake_again",
+                  "intake_read_back", "intake_filed"]
+INTAKE_LANGUAGES = ("ko", "en")
+
+# What a caller may hear at a menu where they can speak (a line's `front_door`).
+FRONT_DOOR_PROMPTS = ["front_door", "front_door_again"]
+
 # Played to a number that is not in service: before any language is chosen, in two.
 NOT_IN_SERVICE = ("not_in_service@ko", "not_in_service@en")
 
@@ -155,6 +166,9 @@ class _Checker:
         self.texts = texts
         self.uses: list[_Use] = []
         self.reached: dict[str, set[str]] = {}  # menu id -> languages it is heard in
+        # Menus where callers may speak: they hear the callbot's prompts too.
+        self.front_doors = {menu for line in self.plan.lines.values()
+                            for menu in line.front_door}
 
     def problem(self, file: str, path: Path_, reason: str) -> Problem:
         source = self.sources.get(file)
@@ -229,6 +243,10 @@ class _Checker:
         language = self.plan.default_language
         for kind, line in self.plan.lines.items():
             base: Path_ = ("lines", str(kind))
+            for index, menu_id in enumerate(line.front_door):
+                if menu_id not in self.plan.menus:
+                    yield self.problem("lines.yaml", (*base, "front_door", index),
+                                       f"front_door: unknown menu {menu_id!r}")
             self._use_prompts(line.greeting, language, "lines.yaml", (*base, "greeting"))
             yield from self._offices(kind, line, language)
             yield from self._action(line.start, language, "lines.yaml", (*base, "start"))
@@ -280,6 +298,8 @@ class _Checker:
             self._use_prompts(QUEUE_PROMPTS, language, file, path)
         if action.bot is not None:
             self._use_prompts(BOT_PROMPTS, language, file, path)
+            if language in INTAKE_LANGUAGES:
+                self._use_prompts(INTAKE_PROMPTS, language, file, path)
         if action.info is not None:
             self._use_prompts(action.info, language, file, (*path, "info"))
             if action.then is not None:
@@ -296,6 +316,10 @@ class _Checker:
         base: Path_ = ("menus", menu_id)
         for name in ("prompt", "invalid_prompt", "timeout_prompt"):
             self._use_prompts(getattr(menu, name), language, "menus.yaml", (*base, name))
+        if menu_id in self.front_doors:
+            self._use_prompts([*FRONT_DOOR_PROMPTS, *BOT_PROMPTS], language, "menus.yaml", base)
+            if language in INTAKE_LANGUAGES:
+                self._use_prompts(INTAKE_PROMPTS, language, "menus.yaml", base)
         for digit, action in menu.options.items():
             yield from self._action(action, language, "menus.yaml", (*base, "options", digit))
         yield from self._action(menu.agent_action(), language, "menus.yaml", (*base, "topic"))

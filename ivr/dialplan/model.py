@@ -160,6 +160,9 @@ class Line(Strict):
     night: Mode | None = None
     holiday: Mode | None = None
     closed: Mode | None = None  # outside `hours`, and on holidays when `hours` is set
+    # Menus of this line at which callers may say what they need instead of pressing a key:
+    # the callbot listens while the menu plays, and routes what it hears by its meaning.
+    front_door: list[str] = Field(default_factory=list)
 
 
 
