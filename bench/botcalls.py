@@ -67,6 +67,9 @@ class BotCall:
     ear: CallerEar
     lead: float = 0.0  # seconds to wait before speaking, so that all callers stop together
     step: str = ""  # the call's step in its live state, as last seen
+    state: str = ""  # ... its state (in_menu, with_bot, queued...), menu and queue
+    menu: str = ""
+    queue: str = ""
     channel_id: str = ""
     voice_ended: float = 0.0  # monotonic time of the caller's last word
     heard_ms: float | None = None  # last word -> first packet of the answer, at the caller
@@ -92,11 +95,12 @@ async def follow(server: Server, calls: list[BotCall], speak: asyncio.Event) -> 
         while True:
             by_caller = {call.caller: call for call in calls}  # callers may join meanwhile
             async for key in redis.scan_iter(match="ivr:call:*"):
-                caller, step = cast(list[str | None],
-                                    await redis.hmget(key, ["caller", "step"]))
+                caller, step, state, menu, queue = cast(list[str | None], await redis.hmget(
+                    key, ["caller", "step", "state", "menu", "queue"]))
                 call = by_caller.get(caller or "")
                 if call is not None:
                     call.step, call.channel_id = step or "", key.removeprefix("ivr:call:")
+                    call.state, call.menu, call.queue = state or "", menu or "", queue or ""
             if not first_listening and any(call.step == BOT_LISTENING for call in calls):
                 first_listening = time.monotonic()
             if all(call.step == BOT_LISTENING or call.problem for call in calls) or (
@@ -133,3 +137,9 @@ async def call_records(api: httpx.AsyncClient, callers: set[str], since: datetim
                 found[record["caller"]] = record
         await asyncio.sleep(0.3)
     return found
+
+
+async def live_bot(api: httpx.AsyncClient, call: BotCall) -> dict[str, Any]:
+    """The callbot's part of a call now (transcript, question type, what it asks...)."""
+    response = await api.get(f"/api/calls/live/{call.channel_id}")
+    return dict(response.json().get("bot") or {}) if response.status_code == 200 else {}

@@ -40,6 +40,7 @@ from bench.botcalls import (
     line_quiet,
     until,
 )
+from bench.front_door import front_door_calls
 from bench.load import percentiles
 from bench.population import spoken_population
 from bench.speech import measure as measure_recognizers
@@ -304,10 +305,12 @@ async def bench_callbot(server: Server, quick: bool = False) -> dict[str, Any]:
     first_audio = [ms for wave in steady for ms in wave.first_audio_ms]
     heard = [ms for wave in steady for ms in wave.heard_ms]
     population = await spoken_population(server, folder / "population", quick)
+    front_door = await front_door_calls(server, folder / "front-door", quick)
     return {
         "recognition": recognition,
         "concurrent_calls": calls,
         "spoken_population": population,
+        "front_door": front_door,
         "answer_start_ms": {
             **percentiles(first_audio), "calls": len(first_audio), "goal_p50": GOAL_MS,
             "heard_by_caller": {**percentiles(heard), "calls": len(heard)},

@@ -44,6 +44,7 @@ from bench.botcalls import (
     follow,
     hang_up,
     line_quiet,
+    live_bot,
     until,
 )
 from bench.load import percentiles
@@ -130,16 +131,11 @@ def _callers(folder: Path, quick: bool) -> list[Caller]:
     return callers
 
 
-async def _live_bot(api: httpx.AsyncClient, call: BotCall) -> dict[str, Any]:
-    response = await api.get(f"/api/calls/live/{call.channel_id}")
-    return dict(response.json().get("bot") or {}) if response.status_code == 200 else {}
-
-
 async def _until_moved_on(api: httpx.AsyncClient, call: BotCall, pending: str) -> None:
     """Until the bot has taken the caller's yes or no to "is it about <pending>?"."""
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and call.sipp.running:
-        if (await _live_bot(api, call)).get("pending") != pending:
+        if (await live_bot(api, call)).get("pending") != pending:
             return
         await asyncio.sleep(0.1)
 
@@ -185,7 +181,7 @@ async def _one_call(server: Server, api: httpx.AsyncClient, ari: AriClient, call
             # way to an agent.
             await until(lambda: call.step not in (BOT_LISTENING, BOT_THINKING) or hung_up(),
                         REPLY_SECONDS, "reply from the bot")
-            bot = await _live_bot(api, call)
+            bot = await live_bot(api, call)
             if turn == 0:
                 caller.heard = _caller_lines(bot)
             if call.step == BOT_ANSWER:

@@ -344,6 +344,24 @@ def callbot_lines(bot: dict[str, Any]) -> list[str]:
                  f" ms, p95 {_cell(answer.get('p95'))} ms ({answer.get('calls', 0)} calls); "
                  f"bot calls at once before answers lag: "
                  f"{_cell(calls.get('max_concurrent_without_lag'))}")
+    for language, figures in (bot.get("spoken_population") or {}).items():
+        if not isinstance(figures, dict):
+            continue
+        error = "CER" if "cer" in figures else "WER"
+        lines.append(f"callbot, spoken {language}: {figures['calls']} calls, {error} "
+                     f"{figures.get('cer', figures.get('wer'))}, type right "
+                     f"{_cell(figures['question_type_accuracy'])}, wrong answers "
+                     f"{figures['wrong_answers_read']}, containment {figures['containment']}")
+    door = bot.get("front_door") or {}
+    if door:
+        spoken, place = door["spoken_topics"], door["seconds_to_the_right_place"]
+        intake = door["intake"]
+        lines.append(f"front door: {spoken['routed_right']} of spoken topics routed right, "
+                     f"{spoken['wrong_routes']} wrong routes; to the right place "
+                     f"{_cell(place['by_speech_p50'])} s by speech, {_cell(place['by_keys_p50'])}"
+                     f" s by keys; intake filed {intake['filed_without_an_agent']} of "
+                     f"{intake['calls']}, details right {intake['details_right']} of "
+                     f"{intake['details_asked']}")
     return lines
 
 

@@ -70,8 +70,9 @@ def run_alone(name: str,
     figures are printed as JSON."""
     # `kill` stops it as Ctrl-C does: the calls are hung up and the stack is stopped.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    # shift=1000: the default ports (and shift 0) belong to other stacks running meanwhile.
-    server = start_product(CACHE / f"{name}-dev", shift=1000)
+    # Ports 1000 up (IVR_BENCH_SHIFT): the default ones belong to other stacks meanwhile.
+    server = start_product(CACHE / f"{name}-dev",
+                           shift=int(os.environ.get("IVR_BENCH_SHIFT", "1000")))
     try:
         started = time.monotonic()
         figures = asyncio.run(measure(server, "--quick" in sys.argv))

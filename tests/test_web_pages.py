@@ -17,6 +17,8 @@ import httpx
 import pytest
 from playwright.async_api import Browser, FilePayload, Page, async_playwright, expect
 
+from callbot.complaints import open_complaint
+from ivr.db import create_engine, init_schema, sessionmaker
 from ivr.models import Role
 from tests.conftest import Server, audio_for, call_record, caller_number, live_dialplan
 from tests.support.scenario import Press
@@ -107,6 +109,25 @@ async def test_supervisor_sees_a_live_call_come_and_go(browser: Browser, server:
     assert (await call.finished()).ok
     await expect(row).to_have_count(0, timeout=15_000)
     await call_record(api, caller)
+
+
+async def test_supervisor_sees_the_complaints_to_follow_up(browser: Browser,
+                                                          server: Server) -> None:
+    """A complaint left halfway (as a caller who hung up mid-intake leaves it) is on the
+    wallboard, with its district, for someone to follow up."""
+    engine = create_engine(server.settings.sql_url)
+    try:
+        await init_schema(engine)
+        receipt = await open_complaint(sessionmaker(engine), "illegal_parking", "mapo", "ko",
+                                       "a-call-record")
+    finally:
+        await engine.dispose()
+    username, password = await new_user(server, Role.SUPERVISOR)
+    page = await signed_in_page(browser, server, username, password)
+    await page.wait_for_url("**/wallboard.html")
+    row = page.locator("tr.complaint.incomplete", has_text=receipt)
+    await expect(row).to_be_visible(timeout=15_000)
+    await expect(row).to_contain_text("mapo")
 
 
 async def test_agent_sees_the_offered_call_and_saves_the_record(
