@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar, cast
@@ -20,7 +20,7 @@ from ivr.controller.bot import BOT_LISTENING, LISTEN_SECONDS
 from ivr.redis_client import connect_redis
 from tests.support.sip import RtpSink, SippCall
 from tests.support.speech import FRAME, alaw, frames
-from tests.support.stack import Server
+from tests.support.stack import Server, admin_client
 
 T = TypeVar("T")
 
@@ -143,3 +143,32 @@ async def live_bot(api: httpx.AsyncClient, call: BotCall) -> dict[str, Any]:
     """The callbot's part of a call now (transcript, question type, what it asks...)."""
     response = await api.get(f"/api/calls/live/{call.channel_id}")
     return dict(response.json().get("bot") or {}) if response.status_code == 200 else {}
+
+
+@contextlib.asynccontextmanager
+async def calling(server: Server) -> AsyncIterator[tuple[httpx.AsyncClient, AriClient,
+                                                         list[BotCall]]]:
+    """What a bench part's callers share: an admin's API client, an ARI client to hang up
+    with, and the list their calls go in, whose live state is followed meanwhile."""
+    calls: list[BotCall] = []
+    follower = asyncio.create_task(follow(server, calls, asyncio.Event()))
+    ari = AriClient(server.settings.ari_base_url, server.settings.ari_user,
+                    server.settings.ari_secret())
+    try:
+        async with admin_client(server) as api:
+            yield api, ari, calls
+    finally:
+        follower.cancel()
+        await asyncio.wait([follower])
+        await ari.close()
+
+
+async def at_once(count: int, calls: list[Awaitable[None]]) -> None:
+    """The calls, ``count`` at a time."""
+    slots = asyncio.Semaphore(count)
+
+    async def one(call: Awaitable[None]) -> None:
+        async with slots:
+            await call
+
+    await asyncio.gather(*(one(call) for call in calls))

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import re
 import statistics
 import time
 from collections import Counter
@@ -31,8 +32,9 @@ from bench.botcalls import (
     BotCall,
     CallerEar,
     SpokenQuestion,
+    at_once,
     caller_question,
-    follow,
+    calling,
     hang_up,
     line_quiet,
     live_bot,
@@ -43,9 +45,10 @@ from bench.understanding import OUT_OF_DOMAIN, held_out
 from callbot.knowledge import load_seed
 from ivr.ari import AriClient
 from ivr.controller.bot import BOT_ANSWER, BOT_PROMPT, BOT_THINKING, FRONT_DOOR_LISTENING
+from tests.support.botcalls import live_bot as live_state
 from tests.support.sip import SippCall
 from tests.support.speech import korean_recordings, spoken, telephone
-from tests.support.stack import Server, admin_client
+from tests.support.stack import Server
 
 PROJECT = Path(__file__).resolve().parents[1]
 SPOKEN, SPOKEN_OUTSIDE, KOREAN, KEYPAD, INTAKE = 24, 6, 8, 9, 9
@@ -142,12 +145,15 @@ async def _one(server: Server, api: httpx.AsyncClient, ari: AriClient, caller: F
             caller.seconds = time.monotonic() - started
             return
         await ear.silence(3.5)  # "What can I help you with?": then the caller speaks
+        # Heard (the menu stops for the caller's words: watched while they speak, as a long
+        # sentence may be taken in parts), then routed: the callbot answers or asks, a queue,
+        # or the menu again.
+        heard = asyncio.create_task(until(
+            lambda: call.step in (FRONT_DOOR_LISTENING, BOT_THINKING)
+            or call.state != "in_menu" or not sipp.running, 60, "the caller heard"))
         await ear.say(caller.question.payloads)
         quiet = asyncio.create_task(line_quiet(ear))
-        # Heard (the menu stops for the caller's words), then routed: the callbot answers or
-        # asks, a queue, or the menu again.
-        await until(lambda: call.step in (FRONT_DOOR_LISTENING, BOT_THINKING)
-                    or call.state != "in_menu" or not sipp.running, 30, "the caller heard")
+        await heard
         await until(lambda: call.state == "queued" or call.step in (BOT_ANSWER, BOT_PROMPT)
                     or (call.state == "in_menu" and call.step in ("prompt", "waiting"))
                     or not sipp.running, ARRIVAL_SECONDS, "a route")
@@ -160,8 +166,10 @@ async def _one(server: Server, api: httpx.AsyncClient, ari: AriClient, caller: F
         else:
             caller.asked_again = True
         caller.seconds = time.monotonic() - started
-        if caller.kind == "intake" and bot.get("intake"):
-            await _intake(api, call, caller, folder)
+        if caller.kind == "intake" and bot.get("complaint"):
+            quiet.cancel()  # the caller speaks again: one sender of RTP at a time
+            quiet = None
+            await _intake(server, call, caller, folder)
     except Exception as exc:  # one call's failure is a figure, not the bench's end
         caller.problem = f"{type(exc).__name__}: {exc}"
     finally:
@@ -175,31 +183,44 @@ async def _one(server: Server, api: httpx.AsyncClient, ari: AriClient, caller: F
         await sipp.stop()
 
 
-async def _intake(api: httpx.AsyncClient, call: BotCall, caller: FrontDoorCall,
+def _words(text: str) -> str:
+    """Lower-case words and digits, one space apart ("Next, Seoul, city, hall." -> "next
+    seoul city hall"): what a read-back is checked on; the vehicle's "?" is kept."""
+    return " ".join(re.sub(r"[^\w?]+", " ", text.lower()).split())
+
+
+async def _intake(server: Server, call: BotCall, caller: FrontDoorCall,
                   folder: Path) -> None:
     """Answer the bot's questions from the script; 1 to a read-back that is right, else 2."""
+    bot: dict[str, Any] = {}
     for said, expected in caller.script:
         await until(lambda: call.step == "bot_listening" or not call.sipp.running, 60,
                     "the bot's question")
         await call.ear.silence(0.3)
         await call.ear.say(caller_question("", said, spoken(said, folder)).payloads)
-        await until(lambda: call.step not in ("bot_listening", "bot_thinking")
-                    or not call.sipp.running, 30, "the bot's reply")
-        bot = await live_bot(api, call)
+        quiet = asyncio.create_task(line_quiet(call.ear))
+        try:
+            await until(lambda: call.step not in ("bot_listening", "bot_thinking")
+                        or not call.sipp.running, 30, "the bot's reply")
+        finally:
+            quiet.cancel()
+            await asyncio.wait([quiet])
+        bot = await live_state(server, call.caller)
         if bot.get("phase") == "intake_read_back":
-            right = expected.lower() in str(bot.get("heard_detail", "")).lower()
+            right = _words(expected) in _words(str(bot.get("heard_detail", "")))
             await call.ear.press("1" if right else "2")
             if not right:
                 return  # asked again: the caller gives up on the script here
-            await until(lambda: call.step == "bot_listening" or call.step == "bot_goodbye"
+            await until(lambda: call.step in ("bot_listening", "bot_goodbye")
                         or not call.sipp.running, 60, "the next question")
-    await until(lambda: call.step == "bot_goodbye" or not call.sipp.running, 30, "the receipt")
-    bot = await live_bot(api, call)
-    details = (bot.get("complaint") or {}).get("details") or {}
-    caller.filed = call.step == "bot_goodbye" or not call.sipp.running
-    caller.details_right = sum(expected.lower() in str(details.get(name, "")).lower()
-                               for name, (_, expected) in zip(("place", "vehicle", "when"),
-                                                              caller.script, strict=True))
+    if not bot.get("resolved"):
+        await until(lambda: call.step == "bot_goodbye" or not call.sipp.running, 30,
+                    "the receipt")
+        bot = await live_state(server, call.caller)
+    caller.filed = bot.get("resolved") is True
+    caller.details_right = sum(_words(expected) in _words(str(bot.get("details", {}).get(name, "")))
+                               for name, (_, expected)
+                               in zip(("place", "vehicle", "when"), caller.script, strict=True))
 
 
 def _figures(calls: list[FrontDoorCall]) -> dict[str, Any]:
@@ -253,24 +274,12 @@ def _figures(calls: list[FrontDoorCall]) -> dict[str, Any]:
 
 async def front_door_calls(server: Server, folder: Path, quick: bool = False
                            ) -> dict[str, Any]:
+    """Every front-door caller, AT_ONCE at a time, and the figures of their calls."""
     calls = await asyncio.to_thread(_calls, folder, quick)
     started = time.monotonic()
-    followed: list[BotCall] = []
-    follower = asyncio.create_task(follow(server, followed, asyncio.Event()))
-    ari = AriClient(server.settings.ari_base_url, server.settings.ari_user,
-                    server.settings.ari_secret())
-    slots = asyncio.Semaphore(AT_ONCE)
-    try:
-        async with admin_client(server) as api:
-            async def one(caller: FrontDoorCall) -> None:
-                async with slots:
-                    await _one(server, api, ari, caller, followed, folder)
-
-            await asyncio.gather(*(one(caller) for caller in calls))
-    finally:
-        follower.cancel()
-        await asyncio.wait([follower])
-        await ari.close()
+    async with calling(server) as (api, ari, followed):
+        await at_once(AT_ONCE, [_one(server, api, ari, caller, followed, folder)
+                                for caller in calls])
     return {**_figures(calls), "at_once": AT_ONCE,
             "minutes": round((time.monotonic() - started) / 60, 1)}
 

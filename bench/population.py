@@ -39,9 +39,10 @@ from bench.botcalls import (
     BotCall,
     CallerEar,
     SpokenQuestion,
+    at_once,
     call_records,
     caller_question,
-    follow,
+    calling,
     hang_up,
     line_quiet,
     live_bot,
@@ -61,7 +62,7 @@ from tests.support.speech import (
     telephone,
     word_errors,
 )
-from tests.support.stack import Server, admin_client
+from tests.support.stack import Server
 
 PROJECT = Path(__file__).resolve().parents[1]
 KEYS = {"ko": "11", "en": "911"}  # from 120's greeting to the callbot: traffic, in Korean / English
@@ -282,23 +283,10 @@ async def spoken_population(server: Server, folder: Path, quick: bool = False
     callers = await asyncio.to_thread(_callers, folder, quick)
     started = time.monotonic()
     since = datetime.now(UTC) - timedelta(seconds=1)
-    calls: list[BotCall] = []
-    follower = asyncio.create_task(follow(server, calls, asyncio.Event()))
-    ari = AriClient(server.settings.ari_base_url, server.settings.ari_user,
-                    server.settings.ari_secret())
-    slots = asyncio.Semaphore(AT_ONCE)
-    try:
-        async with admin_client(server) as api:
-            async def one(caller: Caller) -> None:
-                async with slots:
-                    await _one_call(server, api, ari, caller, calls)
-
-            await asyncio.gather(*(one(caller) for caller in callers))
-            records = await call_records(api, {call.caller for call in calls}, since)
-    finally:
-        follower.cancel()
-        await asyncio.wait([follower])
-        await ari.close()
+    async with calling(server) as (api, ari, calls):
+        await at_once(AT_ONCE, [_one_call(server, api, ari, caller, calls)
+                                for caller in callers])
+        records = await call_records(api, {call.caller for call in calls}, since)
     return {**_figures(callers, records), "at_once": AT_ONCE,
             "minutes": round((time.monotonic() - started) / 60, 1),
             "median_question_seconds": round(statistics.median(

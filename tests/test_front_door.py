@@ -56,6 +56,30 @@ async def test_an_english_question_at_the_front_door_is_answered_at_once(
     assert "foreign_main:said" in record["path"] and record["path"][-1].startswith("bot:")
 
 
+async def test_a_spoken_topic_goes_to_its_queue_with_the_transcript(
+        server: Server, api: httpx.AsyncClient, tmp_path: Path) -> None:
+    """"Subway, please": the topic is plain (traffic), no question to answer: the caller
+    waits in traffic's English queue, and the agent will see what was said."""
+    caller, call = await dial(server, "91")
+    await at_the_menu(server, caller, "foreign_main")
+    await call.rtp.say(question("Subway, please.", tmp_path))
+    await call.rtp.silence(1.5)
+
+    async def queued() -> dict[str, str] | None:
+        now = await live_call(server, caller)
+        return now if now.get("state") == "queued" else None
+
+    waiting = await wait_for(queued, 60, what="the caller in a queue")
+    assert waiting["queue"] == "traffic:en"
+    bot = await live_bot(server, caller)
+    assert bot["handoff"] == "routed by meaning"
+    assert any("subway" in line.lower() for line in bot["transcript"])
+    await hang_up(server, caller)
+    await call.finished()
+    record = await call_record(api, caller)
+    assert "foreign_main:said:traffic" in record["path"]
+
+
 async def test_asking_for_a_person_at_the_front_door_goes_where_0_goes(
         server: Server, api: httpx.AsyncClient, tmp_path: Path) -> None:
     caller, call = await dial(server, "91")

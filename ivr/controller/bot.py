@@ -273,10 +273,9 @@ class Bot(Queueing):
             self.early.work.cancel()
             self.early = None
 
-    async def _heard(self, event: Event) -> None:
-        if self.data.step not in (BOT_LISTENING, BOT_PROMPT, BOT_ANSWER):
-            return  # thinking about the last thing said, or already on the way out
-        utterance: Utterance = event["utterance"]
+    async def _think(self, utterance: Utterance) -> tuple[MadeOut, bool]:
+        """An utterance that ended, made out (and whether that was begun at its pause); what
+        plays stops meanwhile. RecognitionFailed if it could not be recognized."""
         early = self.early if self.early is not None and self.early.holds(utterance) else None
         if early is None:
             self._drop_early()
@@ -284,9 +283,17 @@ class Bot(Queueing):
         await self._stop_prompt()
         self.data.step = BOT_THINKING
         await self._save()  # a supervisor (and a restarted controller) sees it thinking
+        if early is not None:
+            return await early.work, True
+        return await self._make_out(utterance), False
+
+    async def _heard(self, event: Event) -> None:
+        if self.data.step not in (BOT_LISTENING, BOT_PROMPT, BOT_ANSWER):
+            return  # thinking about the last thing said, or already on the way out
+        utterance: Utterance = event["utterance"]
         bot = self.data.bot
         try:
-            made_out = await (early.work if early is not None else self._make_out(utterance))
+            made_out, begun_early = await self._think(utterance)
         except RecognitionFailed as exc:
             # Its worker died, say: this call goes to an agent with what was heard before;
             # the worker is replaced and no other call notices.
@@ -299,13 +306,13 @@ class Bot(Queueing):
                   "end_of_turn_ms": float(utterance.end_of_turn_ms),
                   "recognize_s": round(heard.recognition_seconds, 3),
                   "understand_ms": made_out.understand_ms,
-                  "started_at_pause": early is not None,
+                  "started_at_pause": begun_early,
                   "words_sure": heard.confidence, "no_speech": heard.no_speech}
         bot.stages.append(stages)
         log.info("call %s: bot heard %r (%.1f s of audio in %.2f s, sure %.2f, no speech "
                  "%.2f%s)", self.channel_id, heard.text, heard.audio_seconds,
                  heard.recognition_seconds, heard.confidence, heard.no_speech,
-                 ", begun at a pause" if early is not None else "")
+                 ", begun at a pause" if begun_early else "")
         if match is None:
             bot.transcript.append(f"caller: (not made out) {heard.text}".rstrip())
             await self._not_understood(prompt="bot_not_heard")

@@ -65,15 +65,8 @@ class FrontDoor(Intake):
         if self.data.step not in (PROMPT, WAITING, FRONT_DOOR_LISTENING):
             return
         utterance: Utterance = event["utterance"]
-        early = self.early if self.early is not None and self.early.holds(utterance) else None
-        if early is None:
-            self._drop_early()
-        self.early = None
-        await self._stop_prompt()
-        self.data.step = BOT_THINKING
-        await self._save()
         try:
-            made_out = await (early.work if early is not None else self._make_out(utterance))
+            made_out, _ = await self._think(utterance)
         except RecognitionFailed as exc:
             log.error("call %s: recognition failed at the front door (%s)", self.channel_id,
                       exc)

@@ -10,7 +10,7 @@ from typing import Any, cast
 
 from ivr.ari import AriClient
 from ivr.redis_client import connect_redis
-from tests.conftest import Server, audio_for, caller_number, wait_for
+from tests.conftest import audio_for, caller_number, wait_for
 from tests.support.sip import SippCall
 from tests.support.speech import (
     alaw,
@@ -20,6 +20,7 @@ from tests.support.speech import (
     telephone,
     write_pcap,
 )
+from tests.support.stack import Server
 
 
 async def live_call(server: Server, caller: str) -> dict[str, str]:
