@@ -60,11 +60,12 @@ ARRIVAL_SECONDS = 40.0
 # What intake callers say, and what the complaint must then hold.
 PLACES = [("in front of Gangnam station exit three", "gangnam"),
           ("next to Seoul city hall", "city hall"),
-          ("in front of the Lotte department store", "lotte")]
+          ("in front of Seoul station", "seoul station")]
 PLATES = [("one two, three four five six", "12?3456"), ("three four, five six seven eight",
                                                         "34?5678"),
           ("one two three, four five six seven", "123?4567")]
-TIMES = [("this morning", "morning"), ("for two hours", "hour"), ("since yesterday", "yesterday")]
+TIMES = [("this morning", "morning"), ("it has been there for two hours", "hour"),
+         ("since yesterday evening", "yesterday")]
 
 
 @dataclass
@@ -218,6 +219,8 @@ async def _intake(server: Server, call: BotCall, caller: FrontDoorCall,
                     "the receipt")
         bot = await live_state(server, call.caller)
     caller.filed = bot.get("resolved") is True
+    if caller.filed:  # the receipt number and goodbye play out, then the server hangs up
+        await until(lambda: not call.sipp.running, 60, "the server's goodbye")
     caller.details_right = sum(_words(expected) in _words(str(bot.get("details", {}).get(name, "")))
                                for name, (_, expected)
                                in zip(("place", "vehicle", "when"), caller.script, strict=True))
