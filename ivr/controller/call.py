@@ -54,6 +54,8 @@ from ivr.controller.bot import (
     BOT_PROMPT,
     BOT_SILENCE,
     BOT_SPEECH,
+    BOT_THINKING,
+    FRONT_DOOR_LISTENING,
 )
 from ivr.controller.front_door import FrontDoor
 from ivr.controller.listen import LISTEN, Listening
@@ -225,6 +227,14 @@ class Call(Listening, Menus, FrontDoor, Transfers):
         if self.data.state == CallState.WITH_BOT:
             await self._bot_interrupted()  # the bot's ears died with the old controller
             return
+        if self.data.bot.snoop_channel:
+            # At a front door: its ears died with the old controller; new ones, and what the
+            # caller was saying is asked again.
+            await self._close_ears()
+            await self._open_front_door(self.data.menu)
+            if self.data.step in (FRONT_DOOR_LISTENING, BOT_THINKING):
+                await self._front_door_again()
+                return
         if self.data.state == CallState.QUEUED:
             self.services.dispatch()
         if self.data.playback_id:
