@@ -62,6 +62,9 @@ async def test_edit_check_publish_and_roll_back(server: Server, api: httpx.Async
     assert (await api.get("/api/dialplans/files")).json()["menus.yaml"] == menus
     old = (await api.get(f"/api/dialplans/versions/{start['id']}")).json()
     assert old["menus.yaml"] == menus
+    # A number no version can have is refused, not a server error (found by the fuzzer).
+    huge = await api.get(f"/api/dialplans/versions/{2**70}")
+    assert huge.status_code == 422 and "version" in huge.text
 
 
 async def test_only_admins_change_the_dialplan(server: Server, api: httpx.AsyncClient) -> None:

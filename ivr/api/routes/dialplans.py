@@ -11,7 +11,7 @@ import asyncio
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Request, status
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
@@ -166,8 +166,12 @@ async def versions(request: Request, principal: Viewer, limit: int = 50) -> list
                        note=row.note, live=row.id == live) for row in rows]
 
 
+# A version number as SQL keeps it: a larger one is refused (422), not a server error.
+VersionNumber = Annotated[int, Path(ge=1, le=2**31 - 1)]
+
+
 @router.get("/versions/{version}", summary="The files of a published version")
-async def version_files(request: Request, version: int,
+async def version_files(request: Request, version: VersionNumber,
                         principal: Viewer) -> dict[str, str]:
     async with request.app.state.sessions() as session:
         row = await session.get(DialplanVersion, version)
@@ -178,7 +182,7 @@ async def version_files(request: Request, version: int,
 
 @router.post("/versions/{version}/rollback", response_model=PublishOut,
              summary="Put an older version's files back and publish them")
-async def rollback(request: Request, version: int, body: RollbackIn,
+async def rollback(request: Request, version: VersionNumber, body: RollbackIn,
                    principal: Admin) -> PublishOut:
     state = request.app.state
     async with state.sessions() as session:
