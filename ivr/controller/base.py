@@ -134,6 +134,10 @@ class CallBase:
         """Carry out a menu option, a line's start or a failure (``menus.py``)."""
         raise NotImplementedError
 
+    async def _retry(self, menu: Menu, explanation: list[str]) -> None:
+        """The menu once more after ``explanation``, or its failure action (``menus.py``)."""
+        raise NotImplementedError
+
     async def _open_front_door(self, menu_id: str) -> bool:
         """Listen for speech at this menu if its line has it as a front door
         (``front_door.py``); False if callers only press keys there."""

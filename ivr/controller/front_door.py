@@ -34,8 +34,8 @@ log = logging.getLogger(__name__)
 
 class FrontDoor(Intake):
     def _front_door_here(self, menu_id: str) -> bool:
-        kinds = {str(kind): line for kind, line in self.plan.lines.items()}
-        line = kinds.get(self.data.line or "")
+        line = next((line for kind, line in self.plan.lines.items() if kind == self.data.line),
+                    None)
         return (line is not None and menu_id in line.front_door
                 and self.services.callbot.hears(self.data.language))
 
@@ -92,7 +92,6 @@ class FrontDoor(Intake):
         bot, menu = self.data.bot, self._menu()
         if match.wants_agent:
             self.data.path.append(f"{self.data.menu}:said_agent")
-            await self._close_ears()
             await self._run(menu.agent_action())
         elif match.topic and ((match.question_type and match.answer) or match.confirm):
             # The callbot answers (or asks to confirm) at once: its ears are already open.
@@ -111,12 +110,5 @@ class FrontDoor(Intake):
             await self._front_door_again()
 
     async def _front_door_again(self) -> None:
-        menu = self._menu()
-        self.data.retries += 1
-        if self.data.retries >= menu.retries:
-            self.data.path.append(f"{self.data.menu}:failure")
-            await self._close_ears()
-            await self._run(menu.failure_action())
-            return
-        await self._play(PROMPT, ["front_door_again", *menu.prompt])
-
+        """Not made out: "say it again or press a key" and the menu, as one of its retries."""
+        await self._retry(self._menu(), ["front_door_again"])

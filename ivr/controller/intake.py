@@ -23,6 +23,7 @@ from callbot.complaints import ComplaintStatus
 from callbot.intake import REPORT_KINDS, Detail, ReportKind, district_of, report_for, spoken_plate
 from ivr.controller.bot import (
     BOT_GOODBYE,
+    BOT_PROMPT,
     INTAKE_DETAIL,
     INTAKE_PHASES,
     INTAKE_READ_BACK,
@@ -94,7 +95,7 @@ class Intake(Bot):
         spoken = spoken_plate(value, self.data.language) if bot.asking == "vehicle" else value
         bot.phase = INTAKE_READ_BACK
         bot.transcript.append(f"bot: heard {bot.asking} {value!r}, is that right?")
-        await self._play_media("bot_prompt", [await self._speak("intake_read_back",
+        await self._play_media(BOT_PROMPT, [await self._speak("intake_read_back",
                                                                 value=spoken)])
 
     async def _detail_confirmed(self) -> None:

@@ -102,6 +102,8 @@ class Menus(CallBase):
 
     async def _run(self, action: Action) -> None:
         """Carry out a menu option, a line's start or a failure."""
+        if action.menu is None and action.bot is None:
+            await self._close_front_door()  # the caller leaves the menus: nobody listens
         if action.menu is not None:
             if self.data.menu:
                 self.data.menu_stack.append(f"{self.data.menu}@{self.data.language}")
