@@ -27,6 +27,7 @@ from tests.support.botcalls import (
     live_bot,
     live_step,
     question,
+    say,
 )
 from tests.support.sip import SippCall
 from tests.support.speech import (
@@ -69,9 +70,7 @@ async def test_english_question_answered_by_the_bot(
         server: Server, api: httpx.AsyncClient, tmp_path: Path) -> None:
     caller, call = await english_bot(server)
     await bot_step(server, caller, ("bot_listening",))
-    await call.rtp.silence(0.5)
-    await call.rtp.say(question("how do i get a passport", tmp_path))
-    await call.rtp.silence(1.5)  # a phone goes on sending the line's quiet
+    await say(call, "how do i get a passport", tmp_path, before=0.5)
 
     await bot_step(server, caller, ("bot_answer",))
     before = call.rtp.packets
@@ -144,8 +143,7 @@ async def test_speaking_over_the_bot_stops_it(
         server: Server, api: httpx.AsyncClient, tmp_path: Path) -> None:
     caller, call = await english_bot(server)
     await bot_step(server, caller, ("bot_prompt",))  # the greeting plays
-    await call.rtp.say(question("how do i get a passport", tmp_path))
-    await call.rtp.silence(1.5)
+    await say(call, "how do i get a passport", tmp_path, before=0.0)
     await bot_step(server, caller, ("bot_answer",))  # the greeting was cut: the answer plays
     await call.rtp.press("0")  # and digits work alongside speech: an agent, please
     await bot_step(server, caller, ("bot_handoff", "no_agents", "callback_offer",
@@ -181,9 +179,7 @@ async def test_a_low_confidence_question_gets_the_confirming_question(
     question type and asks; the caller says yes by pressing 1, and hears that answer."""
     caller, call = await english_bot(server)
     await bot_step(server, caller, ("bot_listening",))
-    await call.rtp.silence(0.5)
-    await call.rtp.say(question("i left my phone in a taxi", tmp_path))
-    await call.rtp.silence(1.5)
+    await say(call, "i left my phone in a taxi", tmp_path, before=0.5)
 
     async def asking() -> dict[str, Any] | None:
         bot = await live_bot(server, caller)

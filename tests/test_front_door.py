@@ -12,7 +12,15 @@ from typing import Any
 import httpx
 
 from tests.conftest import Server, call_record, caller_number, wait_for
-from tests.support.botcalls import bot_step, hang_up, korean, live_bot, live_call, question
+from tests.support.botcalls import (
+    bot_step,
+    hang_up,
+    korean,
+    live_bot,
+    live_call,
+    queued_call,
+    say,
+)
 from tests.support.sip import SippCall
 
 
@@ -43,8 +51,7 @@ async def test_an_english_question_at_the_front_door_is_answered_at_once(
         server: Server, api: httpx.AsyncClient, tmp_path: Path) -> None:
     caller, call = await dial(server, "91")  # other languages, English: its front door
     await at_the_menu(server, caller, "foreign_main")
-    await call.rtp.say(question("how do i get a passport", tmp_path))
-    await call.rtp.silence(1.5)
+    await say(call, "how do i get a passport", tmp_path, before=0.0)
     await bot_step(server, caller, ("bot_answer",))  # no menu, no greeting of the bot
     await call.rtp.press("1")  # that answered it
     result = await call.finished()
@@ -62,14 +69,9 @@ async def test_a_spoken_topic_goes_to_its_queue_with_the_transcript(
     waits in traffic's English queue, and the agent will see what was said."""
     caller, call = await dial(server, "91")
     await at_the_menu(server, caller, "foreign_main")
-    await call.rtp.say(question("Subway, please.", tmp_path))
-    await call.rtp.silence(1.5)
+    await say(call, "Subway, please.", tmp_path, before=0.0)
 
-    async def queued() -> dict[str, str] | None:
-        now = await live_call(server, caller)
-        return now if now.get("state") == "queued" else None
-
-    waiting = await wait_for(queued, 60, what="the caller in a queue")
+    waiting = await queued_call(server, caller)
     assert waiting["queue"] == "traffic:en"
     bot = await live_bot(server, caller)
     assert bot["handoff"] == "routed by meaning"
@@ -84,14 +86,9 @@ async def test_asking_for_a_person_at_the_front_door_goes_where_0_goes(
         server: Server, api: httpx.AsyncClient, tmp_path: Path) -> None:
     caller, call = await dial(server, "91")
     await at_the_menu(server, caller, "foreign_main")
-    await call.rtp.say(question("i want to talk to a person", tmp_path))
-    await call.rtp.silence(1.5)
+    await say(call, "i want to talk to a person", tmp_path, before=0.0)
 
-    async def queued() -> dict[str, str] | None:
-        now = await live_call(server, caller)
-        return now if now.get("state") == "queued" else None
-
-    waiting = await wait_for(queued, 60, what="the caller in a queue")
+    waiting = await queued_call(server, caller)
     assert waiting["queue"] == "general:en"  # 0 of the foreign-language menu
     bot = await live_bot(server, caller)
     assert any("person" in line.lower() for line in bot["transcript"])

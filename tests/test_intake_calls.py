@@ -17,16 +17,9 @@ import httpx
 
 from ivr.models import Role
 from tests.conftest import Server, call_record, wait_for
-from tests.support.botcalls import bot_step, english_bot, hang_up, live_bot, question
+from tests.support.botcalls import bot_step, english_bot, hang_up, live_bot, say
 from tests.support.sip import SippCall
 from tests.support.users import signed_in
-
-
-async def say(call: SippCall, text: str, folder: Path) -> None:
-    """The caller says ``text``, then the line's quiet (a phone goes on sending it)."""
-    await call.rtp.silence(0.3)
-    await call.rtp.say(question(text, folder))
-    await call.rtp.silence(1.5)
 
 
 async def asked(server: Server, caller: str, phase: str, detail: str = "") -> dict[str, Any]:

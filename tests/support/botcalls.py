@@ -95,3 +95,21 @@ async def hang_up(server: Server, caller: str) -> None:
         await ari.hangup(channel)
     finally:
         await ari.close()
+
+
+async def say(call: SippCall, text: str, folder: Path, before: float = 0.3) -> None:
+    """The caller says ``text`` (espeak-ng English), then the line's quiet, as a phone goes on
+    sending it."""
+    await call.rtp.silence(before)
+    await call.rtp.say(question(text, folder))
+    await call.rtp.silence(1.5)
+
+
+async def queued_call(server: Server, caller: str) -> dict[str, str]:
+    """Until the caller waits in a queue; the call's live state then."""
+    async def queued() -> dict[str, str] | None:
+        now = await live_call(server, caller)
+        return now if now.get("state") == "queued" else None
+
+    found: dict[str, str] = await wait_for(queued, 60, what="the caller in a queue")
+    return found
