@@ -92,6 +92,10 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     redis_port: int = 6379
     redis_server_binary: str = "redis-server"
+    # Or through Redis Sentinel (the cluster): "host:port,host:port,..." of the sentinels, which
+    # name the primary of the group `redis_master_name`; clients follow a failover.
+    redis_sentinels: str = ""
+    redis_master_name: str = "ivr"
 
     # SQL: SQLite in the data folder unless a URL is given (postgresql+asyncpg://...).
     database_url: str | None = None
@@ -201,7 +205,15 @@ class Settings(BaseSettings):
 
     @property
     def owns_redis(self) -> bool:
-        return self.redis_url is None
+        return self.redis_url is None and not self.redis_sentinels
+
+    def sentinel_addresses(self) -> list[tuple[str, int]]:
+        addresses = []
+        for item in self.redis_sentinels.split(","):
+            host, _, port = item.strip().rpartition(":")
+            if port:
+                addresses.append((host or "127.0.0.1", int(port)))
+        return addresses
 
     @property
     def api_base_url(self) -> str:
