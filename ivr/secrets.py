@@ -1,7 +1,8 @@
 """Secrets that are not given in the environment are generated once and kept in the data folder.
 
 The file ``<data>/secrets.json`` (mode 600) is shared by every process of one installation, so
-the controller, the API and Asterisk's config agree on the ARI password and the token key.
+the controller, the API and Asterisk's config agree on the ARI password and the token key (and
+the cluster's processes on the password of its PostgreSQL role).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pydantic import SecretStr
 
 from ivr.settings import Settings
 
-GENERATED = ("ari_password", "secret_key")
+GENERATED = ("ari_password", "secret_key", "postgres_password")
 
 
 def _read_or_create(path: Path) -> dict[str, str]:
@@ -46,3 +47,12 @@ def load_settings(**overrides: object) -> Settings:
     if settings.secret_key is None:
         settings.secret_key = SecretStr(stored["secret_key"])
     return settings
+
+
+def postgres_password(settings: Settings) -> str:
+    """The password of the cluster's PostgreSQL role (``ivr.cluster.postgres``):
+    ``IVR_POSTGRES_PASSWORD`` if set, else the one generated in the data folder."""
+    given = os.environ.get("IVR_POSTGRES_PASSWORD")
+    if given:
+        return given
+    return _read_or_create(settings.data_path / "secrets.json")["postgres_password"]

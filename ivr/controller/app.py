@@ -439,7 +439,8 @@ async def run_controller(settings: Settings) -> None:
                     timeout=settings.ari_timeout)
     acd = acd_for(settings, redis)
     callbot = await Callbot.start(settings, redis, sessions)  # a bad model setting stops here
-    controller = Controller(settings, redis, ari, CallRecords(engine), dialplans,
+    records = CallRecords(engine)
+    controller = Controller(settings, redis, ari, records, dialplans,
                             Agents(sessions, ari, acd, [settings.stasis_app]), acd, callbot)
     log.info("controller %s: ARI %s, app %r", settings.controller_id,
              settings.ari_base_url, settings.stasis_app)
@@ -455,6 +456,8 @@ async def run_controller(settings: Settings) -> None:
         log.info("controller stopping")
     finally:
         callbot.close()
+        # Writes held while SQL is away get a few seconds to land (the supervisor kills at 10).
+        await records.close(timeout=5.0)
         await ari.close()
         await redis.aclose()
         await engine.dispose()
