@@ -6,13 +6,17 @@ SIPP_TARGET ?= 127.0.0.1:$(or $(IVR_SIP_PORT),5060)
 NUMBER ?= 120
 KEY ?= 4
 
-.PHONY: run test install lint call publish bench bench-quick clean
+.PHONY: run cluster test install lint call publish bench bench-quick clean
 
 install:
 	@scripts/bootstrap.sh
 
 run: install
 	$(VENV)/ivr run
+
+# Several Asterisk nodes behind Kamailio on this machine, with shared Redis and SQL (README).
+cluster: install
+	$(VENV)/ivr cluster
 
 test: install lint
 	$(VENV)/pytest

@@ -26,6 +26,41 @@ def _run(_: argparse.Namespace) -> int:
     return 0
 
 
+def _cluster(_: argparse.Namespace) -> int:
+    from ivr.cluster.edge import EdgeSetupError
+    from ivr.cluster.layout import cluster_data_path
+    from ivr.cluster.stack import ClusterStack
+    from ivr.stack import run_stack
+
+    settings = load_settings(data_dir=cluster_data_path(load_settings()))
+    try:
+        asyncio.run(run_stack(settings, ClusterStack(settings)))
+    except EdgeSetupError as exc:  # a setting to fix: say which, start nothing
+        print(f"ivr cluster: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _node(args: argparse.Namespace) -> int:
+    from ivr.cluster.edge import EdgeRpcError
+    from ivr.cluster.nodes import NodeError, list_nodes, set_drained
+
+    settings = load_settings()
+    try:
+        if args.action == "list":
+            rows = asyncio.run(list_nodes(settings))
+        else:
+            rows = [asyncio.run(set_drained(settings, args.node, args.action == "drain",
+                                            force=args.force))]
+    except (NodeError, EdgeRpcError) as exc:
+        print(f"refused: {exc}")
+        return 1
+    for row in rows:
+        calls = "?" if row.calls is None else str(row.calls)
+        print(f"{row.node_id:<8} {row.state:<8} {calls:>4} channels   {row.uri}")
+    return 0
+
+
 def _controller(_: argparse.Namespace) -> int:
     from callbot.recognizers import RecognizerError
     from ivr.controller.app import run_controller
@@ -178,6 +213,19 @@ def main(argv: list[str] | None = None) -> None:
     state.add_argument("--reason", default="")
     for agent_verb in agent.choices.values():
         agent_verb.set_defaults(handler=_agent)
+    verbs.add_parser("cluster", help="start a cluster on this machine: the SIP edge, "
+                     "Asterisk nodes, Redis, SQL, controllers, API").set_defaults(handler=_cluster)
+    node = verbs.add_parser("node", help="the cluster's nodes: list, drain, undrain"
+                            ).add_subparsers(dest="action", required=True)
+    node.add_parser("list", help="each node's state at the edge and its channels")
+    for verb, text in (("drain", "no new calls; the node finishes those it has"),
+                       ("undrain", "the node takes new calls again")):
+        change = node.add_parser(verb, help=text)
+        change.add_argument("node", help="node1, node2, ...")
+        change.add_argument("--force", action="store_true",
+                            help="drain even the last node that is up")
+    for node_verb in node.choices.values():
+        node_verb.set_defaults(handler=_node, force=False)
     args = parser.parse_args(argv)
     setup_logging(load_settings().log_level)
     try:

@@ -133,6 +133,7 @@ class CallOutcome(StrEnum):
     RESOLVED_BY_BOT = "resolved_by_bot"  # the callbot answered and the caller said that was all
     FAILED = "failed"  # the server could not serve the call (an error, reported in the log)
     UNOBSERVED_END = "unobserved_end"  # ended while no controller was listening
+    CUT = "cut"  # the node carrying the call died: its Asterisk started again without it
 
 
 class CallRecord(Base):

@@ -49,6 +49,14 @@ class Settings(BaseSettings):
     asterisk_mode: Literal["auto", "host", "root"] = "auto"
     asterisk_root: Path = Path(".cache/asterisk-root")
     asterisk_binary: str = "/usr/sbin/asterisk"
+    asterisk_dir: str = "asterisk"  # this node's Asterisk folders (etc, lib, ...) in the data one
+
+    # The cluster (`ivr cluster`, `make cluster`): Kamailio at the SIP edge on sip_port, in
+    # front of `cluster_nodes` Asterisk nodes. Node N takes SIP on sip_port + N, ARI on
+    # ari_port + N - 1, and its share of the RTP range; the edge's JSON-RPC is on sip_port + 9.
+    cluster_nodes: int = Field(default=2, ge=1, le=8)
+    node_reply_ms: int = Field(default=1000, ge=200)  # no 100 Trying in this time: node is down
+    node_probe_seconds: int = Field(default=1, ge=1)  # the edge's OPTIONS to every node
 
     # Queues and agents (the vocabulary of queues.conf).
     ring_seconds: int = 15  # how long an offered call rings an agent before the next one
@@ -214,6 +222,10 @@ class Settings(BaseSettings):
             if port:
                 addresses.append((host or "127.0.0.1", int(port)))
         return addresses
+
+    @property
+    def edge_rpc_port(self) -> int:
+        return self.sip_port + 9
 
     @property
     def api_base_url(self) -> str:

@@ -40,6 +40,7 @@ class Service:
     ready: Probe
     env: dict[str, str] = field(default_factory=dict)  # on top of the stack's own
     ready_timeout: float = 60.0
+    before_start: Callable[[], Awaitable[None]] | None = None  # at every start and restart
     process: asyncio.subprocess.Process | None = None
     restarts: int = 0
     started_at: float = 0.0
@@ -90,43 +91,22 @@ class Stack:
     # --- Readiness probes ---------------------------------------------------------------------
 
     async def _redis_ready(self) -> bool:
-        client = connect_redis(self.settings, timeout=1.0)
-        try:
-            return bool(await client.ping())
-        except Exception:
-            return False
-        finally:
-            await client.aclose()
-
-    async def _ari_get(self, path: str) -> int:
-        auth = (self.settings.ari_user, self.settings.ari_secret())
-        try:
-            async with httpx.AsyncClient(timeout=2, auth=auth) as http:
-                response = await http.get(f"{self.settings.ari_base_url}/ari{path}")
-                return response.status_code
-        except httpx.HTTPError:
-            return 0
+        return await redis_ready(self.settings)
 
     async def _asterisk_ready(self) -> bool:
-        return await self._ari_get("/asterisk/ping") == 200
+        return await asterisk_ready(self.settings)
 
     def _controller_ready(self, app: str) -> Probe:
-        async def ready() -> bool:
-            return await self._ari_get(f"/applications/{app}") == 200
-
-        return ready
+        return controller_ready(self.settings, app)
 
     async def _api_ready(self) -> bool:
-        try:
-            async with httpx.AsyncClient(timeout=2) as http:
-                response = await http.get(f"{self.settings.api_base_url}/health")
-                return response.status_code in (200, 503)
-        except httpx.HTTPError:
-            return False
+        return await api_ready(self.settings)
 
     # --- Processes ----------------------------------------------------------------------------
 
     async def _spawn(self, service: Service) -> None:
+        if service.before_start is not None:
+            await service.before_start()
         env = dict(os.environ, PYTHONUNBUFFERED="1",
                    IVR_PROJECT_DIR=str(self.settings.project_dir), **service.env)
         service.process = await asyncio.create_subprocess_exec(
@@ -157,16 +137,18 @@ class Stack:
             if line:
                 print(f"{service.name:<{width}} | {line}", flush=True)
 
-    async def _tail_asterisk_log(self) -> None:
+    async def _tail_asterisk_log(self, settings: Settings | None = None,
+                                 name: str = "asterisk") -> None:
         """Asterisk run with -f prints nothing: show its notices, warnings and errors."""
-        log_file = asterisk.asterisk_dirs(self.settings)["log"] / "messages.log"
+        log_file = asterisk.asterisk_dirs(settings or self.settings)["log"] / "messages.log"
         log_file.touch()
+        width = max([len(s.name) for s in self.services] + [len(name)])
         with log_file.open(errors="replace") as source:
             source.seek(0, os.SEEK_END)
             while True:
                 line = source.readline()
                 if line:
-                    print(f"{'asterisk':<10} | {line.rstrip()}", flush=True)
+                    print(f"{name:<{width}} | {line.rstrip()}", flush=True)
                 else:
                     await asyncio.sleep(0.5)
 
@@ -247,6 +229,49 @@ class Stack:
             log.info("%s", line)
 
 
+# --- Readiness probes (also for the cluster's nodes, each with its own settings) ---------------
+
+
+async def redis_ready(settings: Settings) -> bool:
+    client = connect_redis(settings, timeout=1.0)
+    try:
+        return bool(await client.ping())
+    except Exception:
+        return False
+    finally:
+        await client.aclose()
+
+
+async def _ari_get(settings: Settings, path: str) -> int:
+    auth = (settings.ari_user, settings.ari_secret())
+    try:
+        async with httpx.AsyncClient(timeout=2, auth=auth) as http:
+            response = await http.get(f"{settings.ari_base_url}/ari{path}")
+            return response.status_code
+    except httpx.HTTPError:
+        return 0
+
+
+async def asterisk_ready(settings: Settings) -> bool:
+    return await _ari_get(settings, "/asterisk/ping") == 200
+
+
+def controller_ready(settings: Settings, app: str) -> Probe:
+    async def ready() -> bool:
+        return await _ari_get(settings, f"/applications/{app}") == 200
+
+    return ready
+
+
+async def api_ready(settings: Settings) -> bool:
+    try:
+        async with httpx.AsyncClient(timeout=2) as http:
+            response = await http.get(f"{settings.api_base_url}/health")
+            return response.status_code in (200, 503)
+    except httpx.HTTPError:
+        return False
+
+
 def prepare_files(settings: Settings) -> None:
     """The files Asterisk needs: its configuration, rendered into the data folder."""
     asterisk.render_config(settings)
@@ -270,8 +295,8 @@ async def publish_dialplan(settings: Settings) -> None:
              "" if published.created else " (unchanged)")
 
 
-async def run_stack(settings: Settings) -> None:
-    stack = Stack(settings)
+async def run_stack(settings: Settings, stack: Stack | None = None) -> None:
+    stack = stack or Stack(settings)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -83,16 +83,17 @@ def server(tmp_path_factory: pytest.TempPathFactory,
 
 @contextlib.contextmanager
 def another_stack(base: Path, shift: int, settings: dict[str, str],
-                  print_log: Callable[[], bool]) -> Iterator[Server]:
+                  print_log: Callable[[], bool], verb: str = "run") -> Iterator[Server]:
     """A stack of a test module's own, beside the session's: every port ``shift`` higher
-    (RTP ten times that), with these settings on top of the tests' ones."""
+    (RTP ten times that), with these settings on top of the tests' ones. ``verb`` "cluster"
+    starts a cluster instead of one node."""
     ports = {key: str(int(value) + shift) for key, value in TEST_ENV.items()
              if key.endswith("_PORT")}
     env = {**os.environ, **TEST_ENV, **ports,
            "IVR_RTP_START": str(int(TEST_ENV["IVR_RTP_START"]) + shift * 10),
            "IVR_RTP_END": str(int(TEST_ENV["IVR_RTP_END"]) + shift * 10), **settings}
     env.update(stack_env(base, env))
-    server = start_stack(base, env)
+    server = start_stack(base, env, verb)
     try:
         yield server
     finally:

@@ -85,6 +85,7 @@ class Controller:
         )
         self.legs: dict[str, str] = {}  # an agent's leg -> the caller's channel
         self._registered: dict[str, bool] = {}  # agent -> softphone registered, as last seen
+        self._asterisk_started = ""  # Asterisk's start time when this controller last connected
         self._dispatching: asyncio.Task[None] | None = None
         self._dispatch_again = False
         self.ari = ari
@@ -290,7 +291,7 @@ class Controller:
             elif kind == RECOVER:
                 await self._recover_call(channel_id, event)
             elif kind == VANISHED:
-                await self._vanished_call(channel_id)
+                await self._vanished_call(channel_id, bool(event.get("cut")))
             elif call is not None:
                 await call.handle(event)
             elif kind == AGENT_ASSIGNED:  # not (or not yet) known here: undo the match
@@ -347,8 +348,10 @@ class Controller:
         for channel_id, channel in in_stasis.items():
             if channel_id not in self.calls:
                 self._enqueue(channel_id, {"type": RECOVER, "channel": channel})
+        cut = await self._asterisk_restarted()
         for channel_id in known - in_stasis.keys():
-            self._enqueue(channel_id, {"type": VANISHED, "channel": {"id": channel_id}})
+            self._enqueue(channel_id, {"type": VANISHED, "channel": {"id": channel_id},
+                                       "cut": cut})
         present = {channel["id"] for channel in channels}
         for callback_id in callbacks - self.callbacks.keys():
             self._enqueue(callback_id, {"type": RECOVER_CALLBACK, "in_stasis": sorted(present)})
@@ -409,12 +412,31 @@ class Controller:
             self.callbacks.pop(callback_id, None)
             self.dispatch()
 
-    async def _vanished_call(self, channel_id: str) -> None:
+    async def _vanished_call(self, channel_id: str, cut: bool) -> None:
         data = await self.store.load(channel_id)
         if data is None:
             await self.store.remove(channel_id)
             return
-        await (await Call.restore(data, self.services)).vanished()
+        await (await Call.restore(data, self.services)).vanished(cut)
+
+    async def _asterisk_restarted(self) -> bool:
+        """Whether Asterisk started again since this controller (or the one before it, of the
+        same name) last saw it: then the calls it no longer has were cut, not hung up."""
+        try:
+            info = await self.ari.asterisk_info()
+        except AriError as exc:
+            log.warning("Asterisk's start time not read: %s", exc)
+            return False
+        started = str(info.get("status", {}).get("startup_time", ""))
+        before = self._asterisk_started
+        try:
+            stored = await self.store.redis.getset(
+                f"ivr:controller:{self.settings.controller_id}:asterisk_started", started)
+            before = str(stored) if stored is not None else before
+        except RedisError as exc:
+            log.warning("Asterisk's start time not kept in Redis: %s", exc)
+        self._asterisk_started = started
+        return bool(before) and before != started
 
     # --- Running ------------------------------------------------------------------------------
 

@@ -276,9 +276,12 @@ class Call(Listening, Menus, FrontDoor, Transfers):
         log.info("call %s ended: %s, path %s", self.channel_id, self.data.outcome,
                  " ".join(self.data.path) or "-")
 
-    async def vanished(self) -> None:
-        """The call ended while no controller was listening: close its record."""
-        if not self.data.outcome:
+    async def vanished(self, cut: bool = False) -> None:
+        """The call ended while no controller was listening: close its record. ``cut``: it
+        ended because its Asterisk died (and started again), not because anyone hung up."""
+        if cut:
+            self.data.outcome = CallOutcome.CUT
+        elif not self.data.outcome:
             self.data.outcome = CallOutcome.UNOBSERVED_END
         await self._finish()
 

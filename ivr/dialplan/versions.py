@@ -30,6 +30,7 @@ from ivr.settings import Settings
 log = logging.getLogger(__name__)
 
 LIVE_KEY = "ivr:dialplan:live"
+NUMBERS_KEY = "ivr:dialplan:numbers"  # the dialled numbers of the live version (a set)
 
 
 class DialplanRefused(Exception):
@@ -87,6 +88,7 @@ class DialplanVersions:
         live = await self.live_row()
         if live is not None and live.checksum == checksum:
             await self._set_live(live.id)
+            await self._announce_numbers(plan)
             return Published(await self.get(live.id), False, warnings)
         async with self._sessions() as session, session.begin():
             row = DialplanVersion(author=author, note=note, checksum=checksum,
@@ -96,6 +98,7 @@ class DialplanVersions:
             plan = plan.model_copy(update={"version": row.id})
             row.bundle = plan.model_dump_json()
         await self._set_live(row.id)
+        await self._announce_numbers(plan)
         self._cache[row.id] = plan
         log.info("dialplan version %d published%s", row.id, f" by {author}" if author else "")
         return Published(plan, True, warnings)
@@ -106,6 +109,18 @@ class DialplanVersions:
             await self._redis.set(LIVE_KEY, version_id)
         except RedisError as exc:
             log.warning("live dialplan not announced in Redis: %s", exc)
+
+    async def _announce_numbers(self, plan: Dialplan) -> None:
+        """The center's numbers, for the SIP edge of a cluster: it refuses any other number
+        before a node sees the call. Replaced in one step, so the edge never sees half a set."""
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.delete(NUMBERS_KEY)
+                if plan.dids:
+                    pipe.sadd(NUMBERS_KEY, *[did.number for did in plan.dids])
+                await pipe.execute()
+        except RedisError as exc:
+            log.warning("the center's numbers not announced in Redis: %s", exc)
 
     async def live_row(self) -> DialplanVersion | None:
         async with self._sessions() as session:

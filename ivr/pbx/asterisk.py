@@ -30,7 +30,7 @@ class AsteriskSetupError(Exception):
 
 
 def asterisk_dirs(settings: Settings) -> dict[str, Path]:
-    base = settings.data_path / "asterisk"
+    base = settings.data_path / settings.asterisk_dir
     return {name: base / name for name in ("etc", "lib", "spool", "run", "log", "cache")}
 
 

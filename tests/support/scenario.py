@@ -1,6 +1,8 @@
 """SIPp scenarios written for a test: a caller who presses keys by SIP INFO, at set moments.
 
-(Digits by RFC 2833 are sent by the test itself, in the call's RTP: see sip.RtpSink.)
+(Digits by RFC 2833 are sent by the test itself, in the call's RTP: see sip.RtpSink.) Requests
+within the call follow the answer's Contact and Record-Route, so that the same scenarios work
+straight to Asterisk and through the cluster's edge.
 """
 
 from __future__ import annotations
@@ -37,10 +39,11 @@ a=sendrecv
   <recv response="100" optional="true"/>
   <recv response="180" optional="true"/>
   <recv response="183" optional="true"/>
-  <recv response="200" rtd="true"/>
+  <recv response="200" rtd="true" rrs="true"/>
   <send><![CDATA[
-ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+ACK [next_url] SIP/2.0
 Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+[routes]
 From: "Test Caller" <sip:[caller]@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
 To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
 Call-ID: [call_id]
@@ -54,8 +57,9 @@ Content-Length: 0
 
 INFO = """  <pause milliseconds="{pause}"/>
   <send><![CDATA[
-INFO sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+INFO [next_url] SIP/2.0
 Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+[routes]
 From: "Test Caller" <sip:[caller]@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
 To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
 Call-ID: [call_id]
@@ -88,8 +92,9 @@ Content-Length: 0
 
 CALLER_HANGS_UP = """  <pause {pause}/>
   <send><![CDATA[
-BYE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+BYE [next_url] SIP/2.0
 Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+[routes]
 From: "Test Caller" <sip:[caller]@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
 To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
 Call-ID: [call_id]

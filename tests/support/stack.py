@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 
+from ivr.cluster.layout import cluster_data_path
 from ivr.secrets import load_settings
 from ivr.settings import Settings
 
@@ -54,24 +55,26 @@ def stack_env(base: Path, ports: dict[str, str]) -> dict[str, str]:
             "IVR_PROMPTS_DIR": str(base / "audio_prompts")}
 
 
-def start_stack(base: Path, env: dict[str, str]) -> Server:
-    """``ivr run`` with this environment, once it is healthy."""
+def start_stack(base: Path, env: dict[str, str], verb: str = "run") -> Server:
+    """``ivr run`` (or ``ivr cluster``) with this environment, once it is healthy."""
     saved = dict(os.environ)
     os.environ.update(env)
     try:
         settings = load_settings()
+        if verb == "cluster":
+            settings = load_settings(data_dir=cluster_data_path(settings))
     finally:
         os.environ.clear()
         os.environ.update(saved)
     log_path = base / "stack.log"
     with log_path.open("wb") as log_file:
-        process = subprocess.Popen([sys.executable, "-m", "ivr", "run"], cwd=PROJECT,
+        process = subprocess.Popen([sys.executable, "-m", "ivr", verb], cwd=PROJECT,
                                    stdout=log_file, stderr=subprocess.STDOUT, env=env)
     server = Server(settings, process, log_path, env["IVR_ADMIN_PASSWORD"], base / "work", env)
     deadline = time.monotonic() + 180
     while True:
         if process.poll() is not None:
-            raise RuntimeError(f"ivr run exited early:\n{server.log_tail()}")
+            raise RuntimeError(f"ivr {verb} exited early:\n{server.log_tail()}")
         try:
             if httpx.get(f"{settings.api_base_url}/health", timeout=2).status_code == 200:
                 return server

@@ -1,0 +1,144 @@
+"""``ivr cluster``: a whole cluster on one machine, in the foreground, as one command.
+
+The edge (Kamailio) on the SIP port, two (``IVR_CLUSTER_NODES``) Asterisk nodes behind it, each
+with its controller, one API, and the shared state: Redis and SQL. Every child is supervised as
+in ``ivr run`` (restarted when it dies, stopped in reverse order), so that killing a node's
+Asterisk shows what the cluster does about it: the edge stops sending it calls within a probe,
+the other node's calls go on, and the supervisor brings the node back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+from ivr.cluster import edge
+from ivr.cluster.layout import Node, nodes
+from ivr.pbx import asterisk
+from ivr.redis_client import connect_redis
+from ivr.settings import Settings
+from ivr.stack import (
+    Service,
+    Stack,
+    api_ready,
+    asterisk_ready,
+    controller_ready,
+    publish_dialplan,
+    redis_ready,
+)
+
+log = logging.getLogger("ivr.cluster")
+
+
+class ClusterStack(Stack):
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.nodes: list[Node] = nodes(settings)
+        self.edge = edge.EdgeConfig(
+            bind=settings.sip_bind, port=settings.sip_port, rpc_port=settings.edge_rpc_port,
+            run_dir=settings.data_path / "edge",
+            nodes=[edge.EdgeNode(node.node_id, node.sip_address) for node in self.nodes],
+            trusted_networks=[item.strip() for item in settings.trunk_match.split(",")
+                              if item.strip()],
+            redis_host="127.0.0.1", redis_port=settings.redis_port,
+            probe_seconds=settings.node_probe_seconds, node_reply_ms=settings.node_reply_ms)
+        # What every process of the cluster shares: the data folder, Redis, SQL.
+        self.shared_env = {
+            "IVR_DATA_DIR": str(settings.data_path),
+            "IVR_REDIS_URL": settings.redis_dsn,
+            "IVR_DATABASE_URL": settings.sql_url,
+        }
+
+    def prepare(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        for node in self.nodes:
+            asterisk.render_config(node.settings)
+        # The edge's configuration is checked before anything starts: a bad setting stops here.
+        edge.render(self.edge, drained=set())
+        edge.check(self.edge)
+        if self.settings.uses_asterisk_root:
+            # One mount of the cluster's data folder serves every node (same paths inside).
+            self.root = asterisk.RootFolder(self.settings.asterisk_root_path,
+                                            self.settings.data_path)
+            self.root.mount()
+
+    def _build_services(self) -> None:
+        settings = self.settings
+        python = sys.executable
+        if settings.owns_redis:
+            redis_dir = settings.data_path / "redis"
+            redis_dir.mkdir(parents=True, exist_ok=True)
+            self.services.append(Service("redis", [
+                settings.redis_server_binary, "--port", str(settings.redis_port),
+                "--bind", "127.0.0.1", "--dir", str(redis_dir), "--appendonly", "yes",
+                "--save", "", "--daemonize", "no", "--loglevel", "warning",
+            ], lambda: redis_ready(settings), env=self.shared_env))
+        for node in self.nodes:
+            env = {**self.shared_env, **node.env}
+            self.services.append(Service(
+                f"asterisk-{node.node_id}", asterisk.command(node.settings, "-f"),
+                lambda node=node: asterisk_ready(node.settings), env=env))  # type: ignore[misc]
+            for number, app in enumerate(node.settings.stasis_apps, start=1):
+                suffix = "" if len(node.settings.stasis_apps) == 1 else f"-{number}"
+                self.services.append(Service(
+                    f"controller-{node.node_id}{suffix}", [python, "-m", "ivr", "controller"],
+                    controller_ready(node.settings, app),
+                    env={**env, "IVR_CONTROLLER_NUMBER": str(number)}))
+        self.services.append(Service("api", [python, "-m", "ivr", "api"],
+                                     lambda: api_ready(settings), env=self.shared_env))
+        self.services.append(Service("edge", edge.command(self.edge), self._edge_ready,
+                                     env=self.shared_env, before_start=self._render_edge))
+
+    async def _render_edge(self) -> None:
+        """At every start of the edge: drained nodes stay drained across its restarts."""
+        edge.render(self.edge, await self.drained())
+
+    async def drained(self) -> set[str]:
+        redis = connect_redis(self.settings)
+        try:
+            return {str(node_id) for node_id in await redis.smembers(edge.DRAINED_KEY)}
+        finally:
+            await redis.aclose()
+
+    async def _edge_ready(self) -> bool:
+        try:
+            states = await edge.node_states(self.edge.rpc_port)
+        except edge.EdgeRpcError:
+            return False
+        return any(state.state == "up" for state in states)
+
+    async def start(self) -> None:
+        self.prepare()
+        self._build_services()
+        for node in self.nodes:
+            self._watchers.append(asyncio.create_task(
+                self._tail_asterisk_log(node.settings, f"asterisk-{node.node_id}")))
+        for service in self.services:
+            if service.name == f"asterisk-{self.nodes[0].node_id}":
+                await publish_dialplan(self.settings)  # Redis and SQL are up
+            await self._spawn(service)
+        for service in self.services:
+            self._watchers.append(asyncio.create_task(self._watch(service)))
+        self._banner()
+
+    def _banner(self) -> None:
+        s = self.settings
+        lines = [
+            "the 120 IVR cluster is up:",
+            f"  SIP edge (Kamailio, UDP)  {s.sip_bind}:{s.sip_port}   carrier from "
+            f"{s.trunk_match}; JSON-RPC 127.0.0.1:{s.edge_rpc_port}",
+        ]
+        for node in self.nodes:
+            n = node.settings
+            lines.append(f"  {node.node_id} (Asterisk)        SIP 127.0.0.1:{n.sip_port}   "
+                         f"ARI {n.ari_base_url}   RTP {n.rtp_start}-{n.rtp_end}")
+        lines += [
+            f"  API                       {s.api_base_url}",
+            f"  Redis                     {s.redis_dsn}",
+            f"  SQL                       {s.sql_url.split('@')[-1]}",
+            f"  data                      {s.data_path}",
+            "  nodes: ivr node list | drain NODE | undrain NODE   (Ctrl-C stops everything)",
+        ]
+        for line in lines:
+            log.info("%s", line)

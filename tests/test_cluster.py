@@ -1,0 +1,253 @@
+"""The cluster (`ivr cluster`): Kamailio at the edge in front of two Asterisk nodes.
+
+A cluster of this module's own, on its own ports: real Kamailio, two real Asterisk nodes with
+their controllers, the API, Redis. Callers are SIPp calls to the edge; faults are real
+processes killed with SIGKILL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ivr.cluster import edge
+from ivr.cluster.layout import Node, nodes
+from tests.conftest import (
+    Server,
+    admin_client,
+    another_stack,
+    audio_for,
+    call_record,
+    caller_number,
+    run_ivr,
+    wait_for,
+)
+from tests.support.scenario import info_caller
+from tests.support.sip import SippCall
+
+SHIFT = 600  # this cluster's ports: the session stack's plus this
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory,
+            request: pytest.FixtureRequest) -> Iterator[Server]:
+    settings = {"IVR_TRUNK_CONTACT": "",  # no calls out
+                "IVR_RECOGNIZER_WORKERS": "1"}  # two nodes' callbots on a small machine
+    with another_stack(tmp_path_factory.mktemp("cluster"), SHIFT, settings,
+                       lambda: bool(request.session.testsfailed), verb="cluster") as server:
+        asyncio.run(_all_nodes_up(server))
+        yield server
+
+
+async def _all_nodes_up(server: Server) -> None:
+    async def up() -> bool:
+        try:
+            states = await edge.node_states(server.settings.edge_rpc_port)
+        except edge.EdgeRpcError:
+            return False
+        return len(states) == 2 and all(state.state == "up" for state in states)
+
+    await wait_for(up, 60, what="both nodes up at the edge")
+
+
+def cluster_nodes(server: Server) -> list[Node]:
+    return nodes(server.settings)
+
+
+async def node_of(server: Server, caller: str) -> str | None:
+    """The node whose Asterisk has a channel from this caller now."""
+    for node in cluster_nodes(server):
+        settings = node.settings
+        try:
+            async with httpx.AsyncClient(timeout=2, auth=(settings.ari_user,
+                                                          settings.ari_secret())) as http:
+                response = await http.get(f"{settings.ari_base_url}/ari/channels")
+        except httpx.HTTPError:
+            continue
+        if response.status_code == 200 and any(
+                channel["caller"]["number"] == caller for channel in response.json()):
+            return node.node_id
+    return None
+
+
+async def answered_on(server: Server, call: SippCall) -> str:
+    """Wait until the call is answered with audio; the node that took it."""
+    await audio_for(call, 0.3, timeout=30)
+
+    async def where() -> str | None:
+        return await node_of(server, call.caller)
+
+    node: str = await wait_for(where, 10, what=f"the node of {call.caller}")
+    return node
+
+
+def caller_hangs_up(server: Server, after: float) -> str:
+    return info_caller(server.workdir, f"hangs-up-{int(after)}", [], hang_up_after=after)
+
+
+async def test_calls_reach_both_nodes_and_the_caller_hangs_up_through_the_edge(
+        cluster: Server) -> None:
+    scenario = caller_hangs_up(cluster, 6)
+    calls = [await SippCall(scenario, "120", cluster.sip_target, cluster.workdir,
+                            caller_number()).start() for _ in range(4)]
+    try:
+        where = [await answered_on(cluster, call) for call in calls]
+        assert set(where) == {"node1", "node2"}, where
+        for call in calls:  # the caller's BYE went through the edge to the node, and back
+            result = await call.finished(60)
+            assert result.ok, result.errors or result.output
+        async with admin_client(cluster) as api:
+            for call in calls:
+                record = await call_record(api, call.caller)
+                assert record["outcome"] == "caller_hung_up"
+    finally:
+        for call in calls:
+            await call.stop()
+
+
+def _sip_request(method: str, number: str, port: int, source: str = "127.0.0.1",
+                 broken: bool = False) -> str:
+    """Send one request to the edge from ``source``; the first line and Server of the reply."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((source, 0))
+        sock.settimeout(5)
+        local = sock.getsockname()
+        branch = f"z9hG4bK-{time.monotonic_ns()}"
+        lines = [
+            f"{method} sip:{number}@127.0.0.1:{port} SIP/2.0",
+            f"Via: SIP/2.0/UDP {local[0]}:{local[1]};branch={branch};rport",
+            f"From: <sip:0299990000@{local[0]}>;tag=test",
+            f"To: <sip:{number}@127.0.0.1>",
+            f"Call-ID: {branch}@test",
+            "CSeq: one INVITE" if broken else f"CSeq: 1 {method}",
+            f"Contact: <sip:0299990000@{local[0]}:{local[1]}>",
+            "Max-Forwards: 70",
+            "Content-Length: 0",
+            "", "",
+        ]
+        sock.sendto("\r\n".join(lines).encode(), ("127.0.0.1", port))
+        while True:
+            reply = sock.recv(65535).decode(errors="replace")
+            status = reply.split("\r\n", 1)[0]
+            if not status.startswith("SIP/2.0 100"):
+                server = next((line for line in reply.split("\r\n")
+                               if line.lower().startswith("server:")), "")
+                return f"{status} | {server}"
+
+
+async def test_bad_requests_are_answered_by_the_edge(cluster: Server) -> None:
+    port = cluster.settings.sip_port
+    unknown = _sip_request("INVITE", "0299998888", port)
+    assert unknown.startswith("SIP/2.0 404") and "120 IVR edge" in unknown, unknown
+    malformed = _sip_request("INVITE", "120", port, broken=True)
+    assert malformed.startswith("SIP/2.0 400") and "120 IVR edge" in malformed, malformed
+    # 127.0.0.2 is on the loopback too, but is not the carrier (IVR_TRUNK_MATCH).
+    stranger = _sip_request("INVITE", "120", port, source="127.0.0.2")
+    assert stranger.startswith("SIP/2.0 403") and "120 IVR edge" in stranger, stranger
+    register = _sip_request("REGISTER", "nobody", port, source="127.0.0.2")
+    assert register.split()[1].startswith("4"), register
+
+
+def test_a_bad_edge_setting_stops_the_start_with_a_clear_message(cluster: Server,
+                                                                 tmp_path: Path) -> None:
+    env = {**cluster.env, "IVR_TRUNK_MATCH": "192.0.2.300", "IVR_DATA_DIR": str(tmp_path)}
+    result = run_ivr("cluster", server=Server(cluster.settings, cluster.process,
+                                              cluster.log_path, "", tmp_path, env))
+    assert result.returncode == 2
+    assert "IVR_TRUNK_MATCH" in result.stderr and "192.0.2.300" in result.stderr
+
+
+async def test_a_killed_node_loses_no_new_call_and_comes_back(cluster: Server) -> None:
+    long_call = caller_hangs_up(cluster, 40)
+    before = [await SippCall(long_call, "120", cluster.sip_target, cluster.workdir,
+                             caller_number()).start() for _ in range(4)]
+    after: list[SippCall] = []
+    try:
+        where = {call.caller: await answered_on(cluster, call) for call in before}
+        on_node1 = [call for call in before if where[call.caller] == "node1"]
+        on_node2 = [call for call in before if where[call.caller] == "node2"]
+        assert on_node1 and on_node2, where
+
+        killed_at = time.monotonic()
+        os.kill(cluster.pid("asterisk-node1"), signal.SIGKILL)
+        # New calls at once, while the edge still believes node1 lives: none may fail.
+        for _ in range(6):
+            after.append(await SippCall(long_call, "120", cluster.sip_target,
+                                        cluster.workdir, caller_number()).start())
+            await asyncio.sleep(0.3)
+        for call in after:
+            assert await answered_on(cluster, call) == "node2"
+        print(f"\nnode1 killed: {len(after)} new calls in the next "
+              f"{time.monotonic() - killed_at:.1f} s, all answered on node2")
+
+        # node2's calls go on: they still hear the server after the kill.
+        heard = {call.caller: call.rtp.audio_seconds for call in on_node2}
+        for call in on_node2:
+            await audio_for(call, heard[call.caller] + 2.0)
+
+        # The supervisor brings node1 back; the edge uses it again.
+        async def node1_up() -> bool:
+            states = await edge.node_states(cluster.settings.edge_rpc_port)
+            return any(s.node_id == "node1" and s.state == "up" for s in states)
+
+        await wait_for(node1_up, 90, what="node1 up again at the edge")
+        print(f"node1 back at the edge {time.monotonic() - killed_at:.1f} s after the kill")
+        again = [await SippCall(long_call, "120", cluster.sip_target, cluster.workdir,
+                                caller_number()).start() for _ in range(2)]
+        after += again
+        assert {await answered_on(cluster, call) for call in again} == {"node1", "node2"}
+
+        async with admin_client(cluster) as api:
+            # node1's calls died with it: recorded as cut, not left live.
+            for call in on_node1:
+                record = await call_record(api, call.caller, timeout=60)
+                assert record["outcome"] == "cut", record
+            # node2's calls end as their callers hang up.
+            for call in on_node2:
+                result = await call.finished(90)
+                assert result.ok, result.errors or result.output
+                assert (await call_record(api, call.caller))["outcome"] == "caller_hung_up"
+    finally:
+        for call in before + after:
+            await call.stop()
+
+
+async def test_a_drained_node_finishes_its_calls_and_takes_no_new_ones(
+        cluster: Server) -> None:
+    scenario = caller_hangs_up(cluster, 12)
+    first = [await SippCall(scenario, "120", cluster.sip_target, cluster.workdir,
+                            caller_number()).start() for _ in range(4)]
+    later: list[SippCall] = []
+    try:
+        where = {call.caller: await answered_on(cluster, call) for call in first}
+        assert set(where.values()) == {"node1", "node2"}, where
+        drained = run_ivr("node", "drain", "node2", server=cluster)
+        assert drained.returncode == 0, drained.stdout + drained.stderr
+        assert "drained" in drained.stdout
+        refused = run_ivr("node", "drain", "node1", server=cluster)
+        assert refused.returncode == 1 and "only node up" in refused.stdout
+
+        later = [await SippCall(scenario, "120", cluster.sip_target, cluster.workdir,
+                                caller_number()).start() for _ in range(4)]
+        assert {await answered_on(cluster, call) for call in later} == {"node1"}
+        for call in first + later:  # 0 dropped: every call ends as its caller hangs up
+            result = await call.finished(60)
+            assert result.ok, result.errors or result.output
+        async with admin_client(cluster) as api:
+            for call in first + later:
+                assert (await call_record(api, call.caller))["outcome"] == "caller_hung_up"
+    finally:
+        undrained = run_ivr("node", "undrain", "node2", server=cluster)
+        for call in first + later:
+            await call.stop()
+    assert undrained.returncode == 0, undrained.stdout + undrained.stderr
+    listed = run_ivr("node", "list", server=cluster)
+    assert "node2" in listed.stdout and "drained" not in listed.stdout
