@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -115,14 +115,26 @@ async def postgres(postgres_server: LocalPostgres) -> LocalPostgres:
     return postgres_server
 
 
+@dataclass
+class EmptyDatabase:
+    """A database with nothing in it: a new SQLite file, or a new schema of its own in the
+    PostgreSQL database (``schema``)."""
+
+    url: str
+    schema: str = ""
+
+    def engine(self) -> AsyncEngine:
+        if not self.schema:
+            return create_engine(self.url)
+        return create_async_engine(self.url, poolclass=NullPool, connect_args={
+            "server_settings": {"search_path": self.schema}})
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 async def empty_database(request: pytest.FixtureRequest,
-                         tmp_path: Path) -> AsyncIterator[tuple[str, Callable[[], AsyncEngine]]]:
-    """A database with nothing in it, as (SQLAlchemy URL, a maker of engines on it): a new
-    SQLite file, or a new schema of its own in the PostgreSQL database."""
+                         tmp_path: Path) -> AsyncIterator[EmptyDatabase]:
     if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'ivr.sqlite3'}"
-        yield url, lambda: create_engine(url)
+        yield EmptyDatabase(f"sqlite+aiosqlite:///{tmp_path / 'ivr.sqlite3'}")
         return
     server: LocalPostgres = request.getfixturevalue("postgres_server")
     await server.running()
@@ -131,16 +143,11 @@ async def empty_database(request: pytest.FixtureRequest,
     async with admin.begin() as connection:
         await connection.execute(text(f"CREATE SCHEMA {schema}"))
     try:
-        yield f"{server.sql_url}?schema={schema}", lambda: _in_schema(server.sql_url, schema)
+        yield EmptyDatabase(server.sql_url, schema)
     finally:
         async with admin.begin() as connection:
             await connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
         await admin.dispose()
-
-
-def _in_schema(url: str, schema: str) -> AsyncEngine:
-    return create_async_engine(url, poolclass=NullPool,
-                               connect_args={"server_settings": {"search_path": schema}})
 
 
 def _differences(connection: Connection) -> list[Any]:
@@ -154,11 +161,10 @@ def _differences(connection: Connection) -> list[Any]:
 # --- Migrations -------------------------------------------------------------------------------
 
 async def test_migrations_make_the_models_tables(
-        empty_database: tuple[str, Callable[[], AsyncEngine]]) -> None:
+        empty_database: EmptyDatabase) -> None:
     """A new database, migrated to the newest revision, is what the models describe: the
     revisions were written by hand, and this is what proves them (SQLite and PostgreSQL)."""
-    _, make_engine = empty_database
-    engine = make_engine()
+    engine = empty_database.engine()
     try:
         await init_schema(engine)
         await init_schema(engine)  # the next start: nothing to do
@@ -181,9 +187,8 @@ def _old_style_schema(connection: Connection) -> None:
 
 
 async def test_a_database_made_before_migrations_is_brought_under_them(
-        empty_database: tuple[str, Callable[[], AsyncEngine]]) -> None:
-    _, make_engine = empty_database
-    engine = make_engine()
+        empty_database: EmptyDatabase) -> None:
+    engine = empty_database.engine()
     started = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     try:
         async with engine.begin() as connection:
@@ -223,17 +228,15 @@ asyncio.run(main())
 
 
 async def test_processes_starting_together_migrate_one_after_the_other(
-        empty_database: tuple[str, Callable[[], AsyncEngine]]) -> None:
+        empty_database: EmptyDatabase) -> None:
     """The controllers and the API start at the same moment, each running init_schema on a
     new database: none fails, and the schema is made once."""
-    url, make_engine = empty_database
-    base_url, _, schema = url.partition("?schema=")
     runs = [await asyncio.create_subprocess_exec(
-        sys.executable, "-c", MIGRATE, base_url, schema, cwd=PROJECT,
+        sys.executable, "-c", MIGRATE, empty_database.url, empty_database.schema, cwd=PROJECT,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT) for _ in range(4)]
     outputs = [(await run.communicate())[0].decode() for run in runs]
     assert [run.returncode for run in runs] == [0] * 4, "\n".join(outputs)
-    engine = make_engine()
+    engine = empty_database.engine()
     try:
         async with engine.connect() as connection:
             versions = (await connection.execute(
@@ -284,13 +287,13 @@ async def test_call_records_written_while_postgresql_restarts_are_kept(
         writes += [records.ended(first, at), records.ended(second, at)]
         for write in writes:
             await asyncio.wait_for(write, 60)  # a call never hangs on its record
-        held = records._writes.waiting
+        held = records.waiting
         assert held == len(writes)
         assert "SQL database unreachable" in caplog.text
 
         await postgres.start()
         back_at = time.monotonic()
-        await wait_for(lambda: _nothing_waiting(records._writes), 120, 0.05,
+        await wait_for(lambda: _nothing_waiting(records), 120, 0.05,
                        what="the held writes to be written")
         caught_up = time.monotonic()
         log.warning("held %d writes for %.1f s; written %.2f s after PostgreSQL was ready",
@@ -310,7 +313,7 @@ async def test_call_records_written_while_postgresql_restarts_are_kept(
 
         # Back to normal: a write waits for its commit again, and a bad one fails for its writer.
         await records.event(first, "after")
-        assert records._writes.waiting == 0
+        assert records.waiting == 0
         with pytest.raises(Exception, match="duplicate key"):
             await records.started(second, at)
     finally:
@@ -318,7 +321,7 @@ async def test_call_records_written_while_postgresql_restarts_are_kept(
         await engine.dispose()
 
 
-async def _nothing_waiting(writes: GroupCommit) -> bool:
+async def _nothing_waiting(writes: GroupCommit | CallRecords) -> bool:
     return writes.waiting == 0
 
 

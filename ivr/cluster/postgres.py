@@ -54,6 +54,7 @@ def prepare_postgres(data_dir: Path, port: int, password: str) -> None:
     on the unix socket only, for the moment of the setup.
     """
     user = pwd.getpwnam(OS_USER)
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
     _check_reachable(data_dir.parent)
     sockets = socket_dir(data_dir)
     for folder in (data_dir, sockets):

@@ -40,7 +40,7 @@ MAX_HELD = 50_000
 # call goes on and its write stays in line, as a held one.
 COMMIT_WAIT = 5.0
 FIRST_RETRY = 0.2  # seconds before trying an unreachable database again; doubles up to:
-MAX_RETRY = 5.0
+MAX_RETRY = 2.0
 
 log = logging.getLogger(__name__)
 
@@ -223,6 +223,11 @@ class CallRecords:
     def __init__(self, engine: AsyncEngine) -> None:
         self._sessions = sessionmaker(engine)
         self._writes = GroupCommit(engine)
+
+    @property
+    def waiting(self) -> int:
+        """Writes not written yet: more than a few only while the database is away."""
+        return self._writes.waiting
 
     async def close(self, timeout: float) -> None:
         """At shutdown: the writes held (the database away) are written if it comes back."""

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import Connection
 
 HERE = Path(__file__).resolve().parent
@@ -34,6 +35,4 @@ def upgrade(connection: Connection) -> None:
 
 def current(connection: Connection) -> str | None:
     """The revision the database is at (None: not under migrations)."""
-    from alembic.runtime.migration import MigrationContext
-
     return MigrationContext.configure(connection).get_current_revision()
