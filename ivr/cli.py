@@ -19,6 +19,15 @@ if TYPE_CHECKING:
 log = logging.getLogger("ivr")
 
 
+def _as_cluster() -> None:
+    """From here on, this process sees the settings of the cluster's own processes."""
+    import os
+
+    from ivr.cluster.layout import cluster_settings, shared_env
+
+    os.environ.update(shared_env(cluster_settings(load_settings())))
+
+
 def _run(_: argparse.Namespace) -> int:
     from ivr.stack import run_stack
 
@@ -28,14 +37,14 @@ def _run(_: argparse.Namespace) -> int:
 
 def _cluster(_: argparse.Namespace) -> int:
     from ivr.cluster.edge import EdgeSetupError
-    from ivr.cluster.layout import cluster_data_path
+    from ivr.cluster.postgres import PostgresSetupError
     from ivr.cluster.stack import ClusterStack
     from ivr.stack import run_stack
 
-    settings = load_settings(data_dir=cluster_data_path(load_settings()))
+    settings = load_settings()  # the cluster's: see main()
     try:
         asyncio.run(run_stack(settings, ClusterStack(settings)))
-    except EdgeSetupError as exc:  # a setting to fix: say which, start nothing
+    except (EdgeSetupError, PostgresSetupError) as exc:  # a setting to fix: say which
         print(f"ivr cluster: {exc}", file=sys.stderr)
         return 2
     return 0
@@ -182,6 +191,9 @@ def _agent(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="ivr", description="The 120 telephony and IVR server.")
+    parser.add_argument("--cluster", action="store_true",
+                        help="act on the cluster of `ivr cluster` (its data, Redis and SQL), "
+                        "e.g. ivr --cluster agent add ...")
     verbs = parser.add_subparsers(dest="verb", required=True)
     for name, handler, text in (
         ("run", _run, "start everything in the foreground (Redis, Asterisk, controller, API)"),
@@ -227,6 +239,8 @@ def main(argv: list[str] | None = None) -> None:
     for node_verb in node.choices.values():
         node_verb.set_defaults(handler=_node, force=False)
     args = parser.parse_args(argv)
+    if args.cluster or args.verb in ("cluster", "node"):
+        _as_cluster()
     setup_logging(load_settings().log_level)
     try:
         sys.exit(args.handler(args))

@@ -57,6 +57,11 @@ class Settings(BaseSettings):
     cluster_nodes: int = Field(default=2, ge=1, le=8)
     node_reply_ms: int = Field(default=1000, ge=200)  # no 100 Trying in this time: node is down
     node_probe_seconds: int = Field(default=1, ge=1)  # the edge's OPTIONS to every node
+    postgres_port: int = 5432  # the cluster's own PostgreSQL, unless IVR_DATABASE_URL names one
+    # Agents register to the edge (host:port); a node reaches an agent's phone through it and
+    # checks it is there (OPTIONS) this often. Empty: agents register to Asterisk itself.
+    edge_address: str = ""
+    agent_qualify_seconds: int = Field(default=10, ge=1)
 
     # Queues and agents (the vocabulary of queues.conf).
     ring_seconds: int = 15  # how long an offered call rings an agent before the next one

@@ -41,6 +41,7 @@ class Service:
     env: dict[str, str] = field(default_factory=dict)  # on top of the stack's own
     ready_timeout: float = 60.0
     before_start: Callable[[], Awaitable[None]] | None = None  # at every start and restart
+    stop_signal: int = signal.SIGTERM
     process: asyncio.subprocess.Process | None = None
     restarts: int = 0
     started_at: float = 0.0
@@ -200,7 +201,7 @@ class Stack:
         if process is None or process.returncode is not None:
             return
         with contextlib.suppress(ProcessLookupError):
-            process.send_signal(signal.SIGTERM)
+            process.send_signal(service.stop_signal)
         try:
             await asyncio.wait_for(process.wait(), timeout=10)
         except TimeoutError:

@@ -43,6 +43,7 @@ TEST_ENV = {
     "IVR_ARI_PORT": str(18088 + _OFFSET),
     "IVR_API_PORT": str(18000 + _OFFSET),
     "IVR_REDIS_PORT": str(16379 + _OFFSET),
+    "IVR_POSTGRES_PORT": str(15532 + _OFFSET),  # a cluster's (tests/test_cluster.py)
     "IVR_RTP_START": str(31000 + _OFFSET * 10),
     "IVR_RTP_END": str(31999 + _OFFSET * 10),
     "IVR_LOG_LEVEL": "INFO",

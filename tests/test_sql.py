@@ -13,7 +13,6 @@ import socket
 import stat
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from ivr.controller.records import CALLS, EVENTS, CallRecords, GroupCommit, Writ
 from ivr.controller.store import CallData
 from ivr.db import Base, create_engine, init_schema
 from tests.conftest import wait_for
+from tests.support.stack import open_to_postgres
 
 PORT = 15432 + int(os.environ.get("IVR_TEST_PORT_OFFSET", "0"))
 PROJECT = Path(__file__).resolve().parents[1]
@@ -57,7 +57,7 @@ class LocalPostgres:
         return "postgresql+asyncpg://" + self.url.removeprefix("postgresql://")
 
     def prepare(self) -> None:
-        _open_to_postgres(self.data_dir.parent)
+        open_to_postgres(self.data_dir.parent)
         prepare_postgres(self.data_dir, PORT, self.password)
 
     async def running(self) -> None:
@@ -67,7 +67,7 @@ class LocalPostgres:
     async def start(self) -> None:
         # pytest makes its folder private again whenever a session starts (a test run beside
         # this one): opened again right before the server looks for its data.
-        _open_to_postgres(self.data_dir.parent)
+        open_to_postgres(self.data_dir.parent)
         with (self.data_dir.parent / "postgres.log").open("ab") as output:
             self.process = await asyncio.to_thread(
                 subprocess.Popen, postgres_command(self.data_dir, PORT), stdout=output,
@@ -87,15 +87,6 @@ class LocalPostgres:
             self.process.send_signal(signal.SIGINT)
             self.process.wait(60)
             self.process = None
-
-
-def _open_to_postgres(folder: Path) -> None:
-    """PostgreSQL runs as ``postgres``: it must pass through pytest's private folders."""
-    base = Path(os.environ.get("PYTEST_DEBUG_TEMPROOT") or tempfile.gettempdir()).resolve()
-    for parent in [folder, *folder.parents]:
-        if parent == base or base not in parent.parents:
-            break
-        parent.chmod(stat.S_IMODE(parent.stat().st_mode) | 0o001)
 
 
 @pytest.fixture(scope="module")

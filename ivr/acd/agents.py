@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 REALM = "asterisk"  # PJSIP's default realm, which softphones are challenged with
 USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,62}$")
 AGENT_CONTEXT = "agents"  # what an agent's phone dials lands here (transfers: later)
+AGENTS_CHANGED = "ivr:agents:changed"  # Redis channel: an agent's user name, when it changed
 
 
 class AgentError(Exception):
@@ -53,12 +54,19 @@ def _fields(values: dict[str, str]) -> dict[str, list[dict[str, str]]]:
 
 
 class Agents:
+    """``edge_address``: in a cluster, agents register to the SIP edge, not to Asterisk: each
+    node's account then reaches the phone through the edge and checks it is there every
+    ``qualify_seconds`` (the edge checks the password)."""
+
     def __init__(self, sessions: async_sessionmaker[AsyncSession], ari: AriClient,
-                 acd: Acd, apps: list[str]) -> None:
+                 acd: Acd, apps: list[str], edge_address: str = "",
+                 qualify_seconds: int = 10) -> None:
         self._sessions = sessions
         self.ari = ari
         self.acd = acd
         self._apps = apps  # the Stasis apps that hear agents' registrations
+        self._edge_address = edge_address
+        self._qualify_seconds = qualify_seconds
 
     async def create(self, username: str, name: str, skills: dict[str, int],
                      languages: list[str]) -> NewAgent:
@@ -78,6 +86,7 @@ class Agents:
         await self._provision(agent)
         await self.acd.save_agent(profile)
         await self._watch_registration(username)
+        await self.announce(username)
         log.info("agent %s created (%s)", username, ", ".join(
             f"{topic} {level}" for topic, level in skills.items()))
         return NewAgent(username, password)
@@ -88,12 +97,31 @@ class Agents:
             if agent is None:
                 raise AgentError(f"no agent {username!r}")
             await session.delete(agent)
+        await self._unprovision(username)
+        await self.acd.remove_agent(username)
+        await self.announce(username)
+        log.info("agent %s removed", username)
+
+    async def announce(self, username: str) -> None:
+        """Tell every controller this agent changed: each brings its own Asterisk in line
+        (with several nodes, this process reached one of them only)."""
+        await self.acd.redis.publish(AGENTS_CHANGED, username)
+
+    async def refresh(self, username: str) -> None:
+        """The agent changed elsewhere: this Asterisk's account follows SQL."""
+        async with self._sessions() as session:
+            agent = await session.get(Agent, username)
+        if agent is None:
+            await self._unprovision(username)
+            return
+        await self._provision(agent)
+        await self._watch_registration(username)
+
+    async def _unprovision(self, username: str) -> None:
         for object_type in ("endpoint", "aor", "auth"):
             with unless_gone():
                 await self.ari.request(
                     "DELETE", f"/asterisk/config/dynamic/res_pjsip/{object_type}/{username}")
-        await self.acd.remove_agent(username)
-        log.info("agent %s removed", username)
 
     async def list(self) -> list[Agent]:
         async with self._sessions() as session:
@@ -121,16 +149,25 @@ class Agents:
     async def _provision(self, agent: Agent) -> None:
         base = "/asterisk/config/dynamic/res_pjsip"
         name = agent.username
-        await self.ari.request("PUT", f"{base}/auth/{name}", body=_fields({
-            "auth_type": "digest", "username": name, "realm": REALM,
-            "password_digest": f"MD5:{agent.sip_digest}"}))
-        await self.ari.request("PUT", f"{base}/aor/{name}", body=_fields({
-            "max_contacts": "1", "remove_existing": "yes", "qualify_frequency": "0"}))
-        await self.ari.request("PUT", f"{base}/endpoint/{name}", body=_fields({
+        endpoint = {
             "transport": "transport-udp", "context": AGENT_CONTEXT, "disallow": "all",
-            "allow": "alaw,ulaw", "auth": name, "aors": name, "direct_media": "no",
+            "allow": "alaw,ulaw", "aors": name, "direct_media": "no",
             "rtp_symmetric": "yes", "force_rport": "yes", "rewrite_contact": "yes",
-            "dtmf_mode": "rfc4733", "callerid": f"{agent.name} <{name}>"}))
+            "dtmf_mode": "rfc4733", "callerid": f"{agent.name} <{name}>"}
+        if self._edge_address:
+            # The phone registered at the edge; the node calls it there, and its checks
+            # (OPTIONS) say whether the agent's phone is on, as a registration would.
+            await self.ari.request("PUT", f"{base}/aor/{name}", body=_fields({
+                "contact": f"sip:{name}@{self._edge_address}", "max_contacts": "1",
+                "qualify_frequency": str(self._qualify_seconds)}))
+        else:
+            await self.ari.request("PUT", f"{base}/auth/{name}", body=_fields({
+                "auth_type": "digest", "username": name, "realm": REALM,
+                "password_digest": f"MD5:{agent.sip_digest}"}))
+            await self.ari.request("PUT", f"{base}/aor/{name}", body=_fields({
+                "max_contacts": "1", "remove_existing": "yes", "qualify_frequency": "0"}))
+            endpoint["auth"] = name
+        await self.ari.request("PUT", f"{base}/endpoint/{name}", body=_fields(endpoint))
 
 
 @asynccontextmanager
@@ -142,7 +179,8 @@ async def open_agents(settings: Settings) -> AsyncIterator[Agents]:
     ari = AriClient(settings.ari_base_url, settings.ari_user, settings.ari_secret())
     try:
         await init_schema(engine)
-        yield Agents(sessionmaker(engine), ari, acd_for(settings, redis), settings.stasis_apps)
+        yield Agents(sessionmaker(engine), ari, acd_for(settings, redis), settings.stasis_apps,
+                     settings.edge_address, settings.agent_qualify_seconds)
     finally:
         await ari.close()
         await redis.aclose()

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ivr.acd.agents import REALM
 from ivr.dialplan.versions import NUMBERS_KEY
 from ivr.pbx.asterisk import render_template
 
@@ -47,6 +48,7 @@ class EdgeConfig:
     trusted_networks: list[str]  # the carrier's addresses, never counted as a flood
     redis_host: str
     redis_port: int
+    agents_db_url: str  # postgres://...: the agents' table, whose digests REGISTERs must match
     children: int = 4
     probe_seconds: int = 1
     node_reply_ms: int = 1000
@@ -110,6 +112,8 @@ def render(config: EdgeConfig, drained: set[str]) -> Path:
         "trusted_networks": ",".join(_network(item) for item in config.trusted_networks),
         "redis_server": f"name=ivr;addr={config.redis_host};port={config.redis_port}",
         "numbers_key": NUMBERS_KEY,
+        "agents_db_url": config.agents_db_url,
+        "realm": REALM,
     }
     config.config_file.write_text(render_template(TEMPLATE.read_text(), values, TEMPLATE.name))
     lines = ["# setid destination flags priority attributes (rendered; `ivr node` changes it)"]

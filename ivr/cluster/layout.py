@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ivr.cluster.postgres import postgres_url
+from ivr.secrets import load_settings, postgres_password
 from ivr.settings import Settings
 
 
@@ -28,6 +30,39 @@ class Node:
 def cluster_data_path(settings: Settings) -> Path:
     """The cluster keeps its own data folder, so that `ivr run` and `ivr cluster` never mix."""
     return settings.data_path / "cluster"
+
+
+def own_postgres_url(settings: Settings) -> str:
+    """The URL of the PostgreSQL the cluster starts itself (its password in the data folder)."""
+    return postgres_url(settings.postgres_port, postgres_password(settings))
+
+
+def cluster_settings(settings: Settings) -> Settings:
+    """The settings every process of the cluster shares: its data folder, its PostgreSQL
+    (unless IVR_DATABASE_URL names one), and the edge where agents register. Settings with an
+    edge address are a cluster's already (its processes', or a machine set up as part of one)."""
+    if settings.edge_address:
+        return settings
+    cluster = load_settings(data_dir=cluster_data_path(settings))
+    return cluster.model_copy(update={
+        "database_url": cluster.database_url or own_postgres_url(cluster),
+        "redis_url": cluster.redis_url or own_redis_url(cluster),
+        "edge_address": f"127.0.0.1:{cluster.sip_port}"})
+
+
+def own_redis_url(settings: Settings) -> str:
+    """The URL of the Redis the cluster starts itself."""
+    return f"redis://127.0.0.1:{settings.redis_port}/0"
+
+
+def shared_env(cluster: Settings) -> dict[str, str]:
+    """What makes a process one of this cluster's: its data folder, Redis, SQL and edge."""
+    return {
+        "IVR_DATA_DIR": str(cluster.data_path),
+        "IVR_REDIS_URL": cluster.redis_dsn,
+        "IVR_DATABASE_URL": cluster.database_url or cluster.sql_url,
+        "IVR_EDGE_ADDRESS": cluster.edge_address,
+    }
 
 
 def nodes(settings: Settings) -> list[Node]:

@@ -12,9 +12,8 @@ from dataclasses import dataclass
 import httpx
 
 from ivr.cluster import edge
-from ivr.cluster.layout import cluster_data_path, nodes
+from ivr.cluster.layout import nodes
 from ivr.redis_client import connect_redis
-from ivr.secrets import load_settings
 from ivr.settings import Settings
 
 
@@ -42,8 +41,8 @@ async def _channels(settings: Settings) -> int | None:
 
 
 async def list_nodes(settings: Settings) -> list[NodeRow]:
-    cluster = load_settings(data_dir=cluster_data_path(settings))
-    layout = {node.node_id: node for node in nodes(cluster)}
+    """``settings``: the cluster's (see ``cluster_settings``)."""
+    layout = {node.node_id: node for node in nodes(settings)}
     rows = []
     for state in await edge.node_states(settings.edge_rpc_port):
         node = layout.get(state.node_id)

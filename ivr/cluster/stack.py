@@ -11,12 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import sys
+from pathlib import Path
+
+from sqlalchemy import make_url
 
 from ivr.cluster import edge
-from ivr.cluster.layout import Node, nodes
+from ivr.cluster.layout import Node, nodes, own_postgres_url, own_redis_url, shared_env
+from ivr.cluster.postgres import postgres_command, postgres_ready, prepare_postgres
 from ivr.pbx import asterisk
 from ivr.redis_client import connect_redis
+from ivr.secrets import postgres_password
 from ivr.settings import Settings
 from ivr.stack import (
     Service,
@@ -33,6 +39,9 @@ log = logging.getLogger("ivr.cluster")
 
 class ClusterStack(Stack):
     def __init__(self, settings: Settings) -> None:
+        if not settings.sql_url.startswith("postgresql"):
+            raise edge.EdgeSetupError(f"IVR_DATABASE_URL: the cluster keeps its records in "
+                                      f"PostgreSQL, not in {settings.sql_url.split(':')[0]}")
         super().__init__(settings)
         self.nodes: list[Node] = nodes(settings)
         self.edge = edge.EdgeConfig(
@@ -42,16 +51,18 @@ class ClusterStack(Stack):
             trusted_networks=[item.strip() for item in settings.trunk_match.split(",")
                               if item.strip()],
             redis_host="127.0.0.1", redis_port=settings.redis_port,
+            agents_db_url=_kamailio_db_url(settings.sql_url),
             probe_seconds=settings.node_probe_seconds, node_reply_ms=settings.node_reply_ms)
-        # What every process of the cluster shares: the data folder, Redis, SQL.
-        self.shared_env = {
-            "IVR_DATA_DIR": str(settings.data_path),
-            "IVR_REDIS_URL": settings.redis_dsn,
-            "IVR_DATABASE_URL": settings.sql_url,
-        }
+        # What the cluster starts itself (cluster_settings names it), and what it was given.
+        self.owns_postgres = settings.database_url == own_postgres_url(settings)
+        self.owns_redis = settings.redis_url == own_redis_url(settings)
+        self.shared_env = shared_env(settings)
 
     def prepare(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.owns_postgres:
+            prepare_postgres(self.postgres_dir, self.settings.postgres_port,
+                             postgres_password(self.settings))
         for node in self.nodes:
             asterisk.render_config(node.settings)
         # The edge's configuration is checked before anything starts: a bad setting stops here.
@@ -66,7 +77,13 @@ class ClusterStack(Stack):
     def _build_services(self) -> None:
         settings = self.settings
         python = sys.executable
-        if settings.owns_redis:
+        if self.owns_postgres:
+            self.services.append(Service(
+                "postgres", postgres_command(self.postgres_dir, settings.postgres_port),
+                lambda: postgres_ready(settings.sql_url),
+                # SIGINT: PostgreSQL's fast shutdown; SIGTERM would wait for every client.
+                stop_signal=signal.SIGINT))
+        if self.owns_redis:
             redis_dir = settings.data_path / "redis"
             redis_dir.mkdir(parents=True, exist_ok=True)
             self.services.append(Service("redis", [
@@ -89,6 +106,10 @@ class ClusterStack(Stack):
                                      lambda: api_ready(settings), env=self.shared_env))
         self.services.append(Service("edge", edge.command(self.edge), self._edge_ready,
                                      env=self.shared_env, before_start=self._render_edge))
+
+    @property
+    def postgres_dir(self) -> Path:
+        return self.settings.data_path / "postgres"
 
     async def _render_edge(self) -> None:
         """At every start of the edge: drained nodes stay drained across its restarts."""
@@ -142,3 +163,10 @@ class ClusterStack(Stack):
         ]
         for line in lines:
             log.info("%s", line)
+
+
+def _kamailio_db_url(sql_url: str) -> str:
+    """The agents' table, as Kamailio's db_postgres reaches it (it checks their passwords)."""
+    url = make_url(sql_url)
+    return (f"postgres://{url.username}:{url.password}@{url.host or '127.0.0.1'}:"
+            f"{url.port or 5432}/{url.database}")

@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from callbot.service import Callbot
-from ivr.acd.agents import Agents
+from ivr.acd.agents import AGENTS_CHANGED, Agents
 from ivr.acd.core import Acd, acd_for
 from ivr.ari import AriClient, AriError, Event, EventStream, unless_gone
 from ivr.controller.base import AGENT_ASSIGNED, BRIDGE_PREFIX, CallServices
@@ -244,6 +244,20 @@ class Controller:
                 log.warning("commands not received (%s); listening again", exc)
                 await asyncio.sleep(1.0)
 
+    async def _agent_changes(self) -> None:
+        """An agent made, changed or removed through another process (the API, which reaches
+        one node's Asterisk only): this controller's Asterisk follows."""
+        while True:
+            try:
+                async with self.store.redis.pubsub() as pubsub:
+                    await pubsub.subscribe(AGENTS_CHANGED)
+                    async for message in pubsub.listen():
+                        if message.get("type") == "message":
+                            await self.agents.refresh(str(message["data"]))
+            except Exception as exc:  # Redis or Asterisk went away: listen again
+                log.warning("agents' changes not received (%s); listening again", exc)
+                await asyncio.sleep(1.0)
+
     async def _tick(self) -> None:
         """Every second: waits grow, so the search widens; try the match again."""
         while True:
@@ -442,6 +456,7 @@ class Controller:
 
     async def run(self) -> None:
         helpers = [asyncio.create_task(self._tick()), asyncio.create_task(self._commands()),
+                   asyncio.create_task(self._agent_changes()),
                    asyncio.create_task(self.reactions.keep_flushing(self.store.redis))]
         try:
             await self.events.run()
@@ -463,7 +478,9 @@ async def run_controller(settings: Settings) -> None:
     callbot = await Callbot.start(settings, redis, sessions)  # a bad model setting stops here
     records = CallRecords(engine)
     controller = Controller(settings, redis, ari, records, dialplans,
-                            Agents(sessions, ari, acd, [settings.stasis_app]), acd, callbot)
+                            Agents(sessions, ari, acd, [settings.stasis_app],
+                                   settings.edge_address, settings.agent_qualify_seconds),
+                            acd, callbot)
     log.info("controller %s: ARI %s, app %r", settings.controller_id,
              settings.ari_base_url, settings.stasis_app)
 

@@ -48,6 +48,7 @@ def template_values(settings: Settings) -> dict[str, str]:
         "run_dir": str(dirs["run"]),
         "log_dir": str(dirs["log"]),
         "cache_dir": str(dirs["cache"]),
+        "node_id": settings.node_id,
         "ari_bind": settings.ari_bind,
         "ari_port": str(settings.ari_port),
         "ari_user": settings.ari_user,

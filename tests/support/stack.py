@@ -8,8 +8,10 @@ import os
 import secrets
 import shutil
 import signal
+import stat
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -17,7 +19,7 @@ from pathlib import Path
 
 import httpx
 
-from ivr.cluster.layout import cluster_data_path
+from ivr.cluster.layout import cluster_settings, shared_env
 from ivr.secrets import load_settings
 from ivr.settings import Settings
 
@@ -62,7 +64,9 @@ def start_stack(base: Path, env: dict[str, str], verb: str = "run") -> Server:
     try:
         settings = load_settings()
         if verb == "cluster":
-            settings = load_settings(data_dir=cluster_data_path(settings))
+            # `ivr` commands of the tests act on the cluster, as its own processes do.
+            settings = cluster_settings(settings)
+            env = {**env, **shared_env(settings)}
     finally:
         os.environ.clear()
         os.environ.update(saved)
@@ -105,3 +109,12 @@ async def admin_client(server: Server) -> AsyncIterator[httpx.AsyncClient]:
         response.raise_for_status()
         client.headers["Authorization"] = f"Bearer {response.json()['access_token']}"
         yield client
+
+
+def open_to_postgres(folder: Path) -> None:
+    """PostgreSQL runs as ``postgres``: it must pass through pytest's private folders."""
+    base = Path(os.environ.get("PYTEST_DEBUG_TEMPROOT") or tempfile.gettempdir()).resolve()
+    for parent in [folder, *folder.parents]:
+        if parent == base or base not in parent.parents:
+            break
+        parent.chmod(stat.S_IMODE(parent.stat().st_mode) | 0o001)

@@ -94,7 +94,9 @@ def _acd(request: Request) -> Acd:
 
 def _agents(request: Request, acd: Acd) -> Agents:
     state = request.app.state
-    return Agents(state.sessions, state.ari, acd, state.settings.stasis_apps)
+    settings = state.settings
+    return Agents(state.sessions, state.ari, acd, settings.stasis_apps, settings.edge_address,
+                  settings.agent_qualify_seconds)
 
 
 def _out(agent: Agent, live: dict[str, str]) -> AgentOut:
@@ -258,6 +260,7 @@ async def change_agent(request: Request, username: str, body: AgentChange,
             raise HTTPException(status.HTTP_502_BAD_GATEWAY,
                                 f"saved, but Asterisk did not take the new name: {exc}"
                                 ) from exc
+        await _agents(request, acd).announce(username)  # the other nodes' Asterisk too
     if changes:
         await record_change(request, principal, "agent.update", username, changes)
     return _out(agent, await _live(acd, agent))
