@@ -12,9 +12,10 @@ import shutil
 import statistics
 import subprocess
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -24,6 +25,7 @@ from ivr.cluster.redis_ha import (
     HOST,
     measure_failover,
     node_dir,
+    redis_ha_services,
     replicated,
     role_at_start,
 )
@@ -63,12 +65,12 @@ async def sentinel_view(port: int) -> dict[str, object]:
         await client.aclose()
 
 
-async def eventually(check: object, what: str) -> None:
+async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
     """Poll an async check until it holds (no time is asserted, only that it happens)."""
     deadline = time.monotonic() + PATIENCE
     while True:
         try:
-            if await check():  # type: ignore[operator]
+            if await check():
                 return
         except Exception:
             pass  # not up yet
@@ -163,8 +165,6 @@ async def _linked(port: int) -> bool:
 
 @pytest.fixture
 async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
-    from ivr.cluster.redis_ha import redis_ha_services
-
     services = redis_ha_services(tmp_path, PRIMARY, REPLICA, SENTINELS, MASTER)
     running = Cluster(tmp_path, {service.name: service for service in services})
     try:
@@ -205,7 +205,8 @@ async def test_queued_callers_keep_their_place_through_a_failover(cluster: Clust
                 assert await client.zrange(queue_key(queue), 0, -1) == callers
                 for place, call_id in enumerate(callers, start=1):
                     assert await seen.position(call_id) == place
-            assert (await client.connection_pool.get_master_address())[1] == REPLICA  # type: ignore[attr-defined]
+            pool: Any = client.connection_pool
+            assert await pool.get_master_address() == (HOST, REPLICA)
 
         # The ACD works on the new primary: one more caller, an agent, a match.
         assert await acd.enqueue("late", "water", "ko") == len(queued["water:ko"]) + 1

@@ -229,13 +229,14 @@ class FailoverFigures:
     lost: int  # of those, missing on the new primary (still on the way to the replica)
     failed: int  # writes that raised (the clients were told: not counted as lost)
     duplicated: int  # applied twice (a retry of a write whose reply was lost)
-    writes_per_second: float
+    writes_per_second: float  # before the kill
 
     def __str__(self) -> str:
         return (f"failover {self.failover_seconds:.2f} s from the kill to the first write "
                 f"acknowledged after it; {self.lost} of {self.acknowledged} acknowledged "
-                f"writes lost ({self.writes_per_second:.0f} writes/s), {self.failed} failed, "
-                f"{self.duplicated} applied twice")
+                f"writes lost (at {self.writes_per_second:.0f} writes/s: "
+                f"{self.lost / max(self.writes_per_second, 1.0) * 1000:.1f} ms of them), "
+                f"{self.failed} failed, {self.duplicated} applied twice")
 
 
 async def measure_failover(redis_client: Redis, kill: Callable[[], None], writers: int = 4,
@@ -273,6 +274,7 @@ async def measure_failover(redis_client: Redis, kill: Callable[[], None], writer
     tasks = [asyncio.create_task(writer(number)) for number in range(writers)]
     try:
         await asyncio.sleep(warm_up)
+        rate = len(acknowledged) / (time.monotonic() - began)
         kill()  # synchronous: no write starts between the kill and the time taken after it
         killed_at = time.monotonic()
         await asyncio.wait_for(recovered.wait(), timeout)
@@ -280,8 +282,8 @@ async def measure_failover(redis_client: Redis, kill: Callable[[], None], writer
     finally:
         stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
-    elapsed = time.monotonic() - began
     stored = [int(value) for value in await redis_client.lrange(key, 0, -1)]
+    await redis_client.delete(key)
     assert killed_at is not None and recovered_at is not None
     return FailoverFigures(
         failover_seconds=recovered_at - killed_at,
@@ -289,7 +291,7 @@ async def measure_failover(redis_client: Redis, kill: Callable[[], None], writer
         lost=len(acknowledged - set(stored)),
         failed=failed,
         duplicated=len(stored) - len(set(stored)),
-        writes_per_second=len(stored) / elapsed)
+        writes_per_second=rate)
 
 
 # --- The node launcher ---------------------------------------------------------------------------
