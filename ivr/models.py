@@ -89,6 +89,15 @@ class DialplanVersion(Base):
     bundle: Mapped[str] = mapped_column(Text)  # the checked Dialplan, as JSON
 
 
+class DialledNumber(Base):
+    """A number of the live dialplan (dids.yaml), rewritten at each publish: the cluster's SIP
+    edge refuses a call for any other number before a node sees it."""
+
+    __tablename__ = "dialplan_numbers"
+
+    number: Mapped[str] = mapped_column(String(32), primary_key=True)
+
+
 class CallEvent(Base):
     """One step of a call's timeline: queued, offered, answered, no answer, abandoned..."""
 

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 packages=(redis-server sip-tester baresip espeak-ng sox libsox-fmt-mp3 chromium debootstrap ca-certificates
           # The cluster (`make cluster`, tests/test_cluster*.py): the SIP edge, Redis Sentinel and
           # PostgreSQL for records.
-          kamailio kamailio-postgres-modules kamailio-redis-modules redis-sentinel postgresql-15)
+          kamailio kamailio-postgres-modules redis-sentinel postgresql-15)
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \

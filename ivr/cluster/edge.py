@@ -4,7 +4,8 @@ with ``kamailio -c`` before it starts, and the JSON-RPC that drains and lists th
 The edge keeps no call state of its own: every INVITE goes to a live node and every in-dialog
 request follows the Record-Route back to the node that has the call. What a node is (its SIP
 address, whether it is drained) lives in the dispatcher's list, which is rendered from the
-cluster's layout and from Redis (where draining is kept, so that it survives a restart).
+cluster's layout and from Redis (where draining is kept, so that it survives a restart). The
+edge itself reads only PostgreSQL: the agents' digests and the live dialplan's numbers.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from ivr.acd.agents import REALM
-from ivr.dialplan.versions import NUMBERS_KEY
 from ivr.pbx.asterisk import render_template
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "kamailio" / "kamailio.cfg"
@@ -46,9 +46,7 @@ class EdgeConfig:
     run_dir: Path
     nodes: list[EdgeNode]
     trusted_networks: list[str]  # the carrier's addresses, never counted as a flood
-    redis_host: str
-    redis_port: int
-    agents_db_url: str  # postgres://...: the agents' table, whose digests REGISTERs must match
+    db_url: str  # postgres://...: the agents' digests (REGISTER) and the center's numbers
     children: int = 4
     probe_seconds: int = 1
     node_reply_ms: int = 1000
@@ -67,8 +65,8 @@ class EdgeConfig:
 def kamailio_binary() -> str:
     binary = shutil.which("kamailio") or "/usr/sbin/kamailio"
     if not Path(binary).exists():
-        raise EdgeSetupError("kamailio is not installed: run `make install` (Debian's kamailio, "
-                             "kamailio-redis-modules and kamailio-postgres-modules)")
+        raise EdgeSetupError("kamailio is not installed: run `make install` (Debian's kamailio "
+                             "and kamailio-postgres-modules)")
     return binary
 
 
@@ -110,9 +108,7 @@ def render(config: EdgeConfig, drained: set[str]) -> Path:
         "pike_requests": str(config.pike_requests),
         "dispatcher_list": str(config.dispatcher_list),
         "trusted_networks": ",".join(_network(item) for item in config.trusted_networks),
-        "redis_server": f"name=ivr;addr={config.redis_host};port={config.redis_port}",
-        "numbers_key": NUMBERS_KEY,
-        "agents_db_url": config.agents_db_url,
+        "db_url": config.db_url,
         "realm": REALM,
     }
     config.config_file.write_text(render_template(TEMPLATE.read_text(), values, TEMPLATE.name))

@@ -44,22 +44,40 @@ def cluster_settings(settings: Settings) -> Settings:
     if settings.edge_address:
         return settings
     cluster = load_settings(data_dir=cluster_data_path(settings))
+    given_redis = bool(cluster.redis_url or cluster.redis_sentinels)
     return cluster.model_copy(update={
         "database_url": cluster.database_url or own_postgres_url(cluster),
-        "redis_url": cluster.redis_url or own_redis_url(cluster),
+        "redis_sentinels": cluster.redis_sentinels if given_redis else own_sentinels(cluster),
         "edge_address": f"127.0.0.1:{cluster.sip_port}"})
 
 
-def own_redis_url(settings: Settings) -> str:
-    """The URL of the Redis the cluster starts itself."""
-    return f"redis://127.0.0.1:{settings.redis_port}/0"
+@dataclass(frozen=True)
+class RedisPorts:
+    """The cluster's own Redis: the primary at the first start on redis_port, its replica on
+    the next port, and three Sentinels on redis_port + 20000 and the two after it (26379-26381
+    by default, Sentinel's usual ports)."""
+
+    primary: int
+    replica: int
+    sentinels: list[int]
+
+
+def redis_ports(settings: Settings) -> RedisPorts:
+    port = settings.redis_port
+    return RedisPorts(port, port + 1, [port + 20000 + number for number in range(3)])
+
+
+def own_sentinels(settings: Settings) -> str:
+    return ",".join(f"127.0.0.1:{port}" for port in redis_ports(settings).sentinels)
 
 
 def shared_env(cluster: Settings) -> dict[str, str]:
     """What makes a process one of this cluster's: its data folder, Redis, SQL and edge."""
     return {
         "IVR_DATA_DIR": str(cluster.data_path),
-        "IVR_REDIS_URL": cluster.redis_dsn,
+        **({"IVR_REDIS_SENTINELS": cluster.redis_sentinels,
+            "IVR_REDIS_MASTER_NAME": cluster.redis_master_name} if cluster.redis_sentinels
+           else {"IVR_REDIS_URL": cluster.redis_dsn}),
         "IVR_DATABASE_URL": cluster.database_url or cluster.sql_url,
         "IVR_EDGE_ADDRESS": cluster.edge_address,
     }

@@ -18,8 +18,16 @@ from pathlib import Path
 from sqlalchemy import make_url
 
 from ivr.cluster import edge
-from ivr.cluster.layout import Node, nodes, own_postgres_url, own_redis_url, shared_env
+from ivr.cluster.layout import (
+    Node,
+    nodes,
+    own_postgres_url,
+    own_sentinels,
+    redis_ports,
+    shared_env,
+)
 from ivr.cluster.postgres import postgres_command, postgres_ready, prepare_postgres
+from ivr.cluster.redis_ha import redis_ha_services
 from ivr.pbx import asterisk
 from ivr.redis_client import connect_redis
 from ivr.secrets import postgres_password
@@ -31,7 +39,6 @@ from ivr.stack import (
     asterisk_ready,
     controller_ready,
     publish_dialplan,
-    redis_ready,
 )
 
 log = logging.getLogger("ivr.cluster")
@@ -50,12 +57,11 @@ class ClusterStack(Stack):
             nodes=[edge.EdgeNode(node.node_id, node.sip_address) for node in self.nodes],
             trusted_networks=[item.strip() for item in settings.trunk_match.split(",")
                               if item.strip()],
-            redis_host="127.0.0.1", redis_port=settings.redis_port,
-            agents_db_url=_kamailio_db_url(settings.sql_url),
+            db_url=_kamailio_db_url(settings.sql_url),
             probe_seconds=settings.node_probe_seconds, node_reply_ms=settings.node_reply_ms)
         # What the cluster starts itself (cluster_settings names it), and what it was given.
         self.owns_postgres = settings.database_url == own_postgres_url(settings)
-        self.owns_redis = settings.redis_url == own_redis_url(settings)
+        self.owns_redis = settings.redis_sentinels == own_sentinels(settings)
         self.shared_env = shared_env(settings)
 
     def prepare(self) -> None:
@@ -84,13 +90,10 @@ class ClusterStack(Stack):
                 # SIGINT: PostgreSQL's fast shutdown; SIGTERM would wait for every client.
                 stop_signal=signal.SIGINT))
         if self.owns_redis:
-            redis_dir = settings.data_path / "redis"
-            redis_dir.mkdir(parents=True, exist_ok=True)
-            self.services.append(Service("redis", [
-                settings.redis_server_binary, "--port", str(settings.redis_port),
-                "--bind", "127.0.0.1", "--dir", str(redis_dir), "--appendonly", "yes",
-                "--save", "", "--daemonize", "no", "--loglevel", "warning",
-            ], lambda: redis_ready(settings), env=self.shared_env))
+            ports = redis_ports(settings)
+            self.services += redis_ha_services(
+                settings.data_path / "redis", ports.primary, ports.replica, ports.sentinels,
+                settings.redis_master_name, server_binary=settings.redis_server_binary)
         for node in self.nodes:
             env = {**self.shared_env, **node.env}
             self.services.append(Service(
@@ -166,7 +169,7 @@ class ClusterStack(Stack):
 
 
 def _kamailio_db_url(sql_url: str) -> str:
-    """The agents' table, as Kamailio's db_postgres reaches it (it checks their passwords)."""
+    """The cluster's database as Kamailio's db_postgres reaches it."""
     url = make_url(sql_url)
     return (f"postgres://{url.username}:{url.password}@{url.host or '127.0.0.1'}:"
             f"{url.port or 5432}/{url.database}")

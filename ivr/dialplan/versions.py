@@ -15,14 +15,14 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ivr.db import create_engine, init_schema, sessionmaker
 from ivr.dialplan.check import CheckResult, load, offices_to_render
 from ivr.dialplan.model import Dialplan
 from ivr.dialplan.source import Problem
-from ivr.models import DialplanVersion
+from ivr.models import DialledNumber, DialplanVersion
 from ivr.prompts import render_all, voice_warnings
 from ivr.redis_client import connect_redis
 from ivr.settings import Settings
@@ -30,7 +30,6 @@ from ivr.settings import Settings
 log = logging.getLogger(__name__)
 
 LIVE_KEY = "ivr:dialplan:live"
-NUMBERS_KEY = "ivr:dialplan:numbers"  # the dialled numbers of the live version (a set)
 
 
 class DialplanRefused(Exception):
@@ -112,15 +111,10 @@ class DialplanVersions:
 
     async def _announce_numbers(self, plan: Dialplan) -> None:
         """The center's numbers, for the SIP edge of a cluster: it refuses any other number
-        before a node sees the call. Replaced in one step, so the edge never sees half a set."""
-        try:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.delete(NUMBERS_KEY)
-                if plan.dids:
-                    pipe.sadd(NUMBERS_KEY, *[did.number for did in plan.dids])
-                await pipe.execute()
-        except RedisError as exc:
-            log.warning("the center's numbers not announced in Redis: %s", exc)
+        before a node sees the call. Replaced in one transaction: the edge never sees half."""
+        async with self._sessions() as session, session.begin():
+            await session.execute(delete(DialledNumber))
+            session.add_all(DialledNumber(number=did.number) for did in plan.dids)
 
     async def live_row(self) -> DialplanVersion | None:
         async with self._sessions() as session:

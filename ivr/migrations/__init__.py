@@ -14,6 +14,7 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 
 HERE = Path(__file__).resolve().parent
@@ -36,3 +37,10 @@ def upgrade(connection: Connection) -> None:
 def current(connection: Connection) -> str | None:
     """The revision the database is at (None: not under migrations)."""
     return MigrationContext.configure(connection).get_current_revision()
+
+
+def head() -> str:
+    """The newest revision, the one ``upgrade`` brings a database to."""
+    revision = ScriptDirectory.from_config(config()).get_current_head()
+    assert revision is not None
+    return revision
