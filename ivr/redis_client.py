@@ -12,7 +12,12 @@ than a promotion (``FAILOVER_RETRIES``): the same short timeouts, more patience.
 
 from __future__ import annotations
 
+import contextlib
+import time
+from typing import Any
+
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
 from redis.backoff import ExponentialBackoff, NoBackoff
@@ -29,6 +34,7 @@ WAIT_FOR_CONNECTION = 10.0  # seconds a request may wait for a free connection o
 # half-second steps let a command through soon after the promotion.
 FAILOVER_BACKOFF = ExponentialBackoff(cap=0.5, base=0.05)
 FAILOVER_RETRIES = 20
+FOLLOW_EVERY = 0.5  # seconds: how often a pool asks Sentinel whether the primary moved
 
 
 class _PrimaryConnection(SentinelManagedConnection):
@@ -50,7 +56,28 @@ class _PrimaryConnection(SentinelManagedConnection):
 
 class _BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
     """Sentinel's pool (connections go to the primary it names) with the bound of the
-    blocking pool: a request waits for a free connection instead of failing."""
+    blocking pool: a request waits for a free connection instead of failing.
+
+    And it asks Sentinel now and then whether the primary moved. An old primary that is still
+    running (a stall longer than down-after, a manual failover) goes on taking writes after
+    the switch, as a primary, until Sentinel turns it into a replica some 10 s later; all of
+    them are then lost. Its connections do not break meanwhile, so without asking, the pool
+    would keep using them."""
+
+    _asked_at = 0.0
+
+    async def get_connection(self, command_name: Any = None, *keys: Any,
+                             **options: Any) -> AbstractConnection:
+        if time.monotonic() - self._asked_at > FOLLOW_EVERY:
+            self._asked_at = time.monotonic()
+            with contextlib.suppress(RedisConnectionError, RedisTimeoutError):
+                # If it moved, this closes the idle connections: they reconnect when used.
+                await self.get_master_address()  # type: ignore[no-untyped-call]
+        connection: AbstractConnection = await super().get_connection()  # type: ignore[no-untyped-call]
+        address = (getattr(connection, "host", None), getattr(connection, "port", None))
+        if self.master_address is not None and address != self.master_address:
+            await connection.disconnect()  # was in use when it moved: reconnects on its command
+        return connection
 
 
 class _SentinelRedis(Redis):

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
 from ivr.acd.core import AgentProfile, acd_for, queue_key
@@ -319,10 +320,34 @@ async def test_what_the_asynchronous_replica_loses(cluster: Cluster) -> None:
         await redis.rpush("settled", *range(100))
         assert await replicated(redis) == 1
         figures = await measure_failover(redis, lambda: cluster.kill(f"redis-{PRIMARY}"))
-        print(f"\nRedis failover: {figures}")
+        print(f"\nfailover, the primary killed: {figures}")
         assert figures.acknowledged > 0 and figures.lost <= figures.acknowledged
         assert await redis.lrange("settled", 0, -1) == [str(n) for n in range(100)]
         await cluster.promoted(REPLICA)
+    finally:
+        await redis.aclose()
+
+
+async def test_a_failover_while_the_old_primary_runs_on(cluster: Cluster) -> None:
+    """SENTINEL FAILOVER (as after a stall longer than down-after): the old primary runs on as
+    a primary, taking writes, until Sentinel turns it into a replica some 10 s later. Clients
+    ask Sentinel every FOLLOW_EVERY seconds and move; what they wrote to the old one meanwhile
+    is lost (measured)."""
+    redis = connect_redis(cluster.settings)
+
+    def failover() -> None:
+        with SyncRedis(host=HOST, port=SENTINELS[0]) as sentinel:
+            assert sentinel.execute_command("SENTINEL FAILOVER", MASTER)
+
+    async def turned() -> bool:
+        return (await role(PRIMARY))["role"] == "slave"
+
+    try:
+        figures = await measure_failover(redis, failover, settled=turned)
+        print(f"\nfailover, the old primary running on: {figures}")
+        pool: Any = redis.connection_pool
+        assert pool.master_address == (HOST, REPLICA)
+        assert (await role(PRIMARY))["master_port"] == str(REPLICA)
     finally:
         await redis.aclose()
 

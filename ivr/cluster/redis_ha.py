@@ -224,7 +224,9 @@ async def replicated(redis_client: Redis, replicas: int = 1, timeout_ms: int = 1
 
 @dataclass(frozen=True)
 class FailoverFigures:
-    failover_seconds: float  # from the kill to the first write acknowledged by the new primary
+    # From the failure to the first write acknowledged after it: by the new primary if the old
+    # one was killed (by the old one, so about 0, if it runs on).
+    failover_seconds: float
     acknowledged: int  # writes the clients were told succeeded
     lost: int  # of those, missing on the new primary (still on the way to the replica)
     failed: int  # writes that raised (the clients were told: not counted as lost)
@@ -232,23 +234,26 @@ class FailoverFigures:
     writes_per_second: float  # before the kill
 
     def __str__(self) -> str:
-        return (f"failover {self.failover_seconds:.2f} s from the kill to the first write "
+        return (f"{self.failover_seconds:.2f} s from the failure to the first write "
                 f"acknowledged after it; {self.lost} of {self.acknowledged} acknowledged "
                 f"writes lost (at {self.writes_per_second:.0f} writes/s: "
                 f"{self.lost / max(self.writes_per_second, 1.0) * 1000:.1f} ms of them), "
                 f"{self.failed} failed, {self.duplicated} applied twice")
 
 
-async def measure_failover(redis_client: Redis, kill: Callable[[], None], writers: int = 4,
+async def measure_failover(redis_client: Redis, fail: Callable[[], None], writers: int = 4,
                            warm_up: float = 0.5, after: float = 0.5, timeout: float = 60.0,
+                           settled: Callable[[], Awaitable[bool]] | None = None,
                            key: str = "ivr:failover-probe") -> FailoverFigures:
-    """Writers append numbers as fast as they can; ``kill`` ends the primary (and returns
-    when it is gone, e.g. ``process.kill(); process.wait()``). Once a write succeeds after
-    the kill (on the promoted replica), compare what is there with what was acknowledged."""
+    """Writers append numbers as fast as they can; ``fail`` makes the primary fail: kills it
+    (and returns when it is gone, e.g. ``process.kill(); process.wait()``), or has Sentinel
+    fail over while it runs on. Once a write succeeds after that, and ``settled`` holds (for a
+    primary that runs on: it has been turned into a replica), compare what the primary has
+    with what was acknowledged."""
     await redis_client.delete(key)
     acknowledged: set[int] = set()
     failed = 0
-    killed_at: float | None = None
+    failed_at: float | None = None
     recovered_at: float | None = None
     recovered = asyncio.Event()
     stop = asyncio.Event()
@@ -266,7 +271,7 @@ async def measure_failover(redis_client: Redis, kill: Callable[[], None], writer
                 failed += 1
                 continue
             acknowledged.add(value)
-            if killed_at is not None and started > killed_at and recovered_at is None:
+            if failed_at is not None and started > failed_at and recovered_at is None:
                 recovered_at = time.monotonic()
                 recovered.set()
 
@@ -275,18 +280,22 @@ async def measure_failover(redis_client: Redis, kill: Callable[[], None], writer
     try:
         await asyncio.sleep(warm_up)
         rate = len(acknowledged) / (time.monotonic() - began)
-        kill()  # synchronous: no write starts between the kill and the time taken after it
-        killed_at = time.monotonic()
+        fail()  # synchronous: no write starts between the failure and the time taken after it
+        failed_at = time.monotonic()
         await asyncio.wait_for(recovered.wait(), timeout)
+        while settled is not None and not await settled():
+            if time.monotonic() - failed_at > timeout:
+                raise TimeoutError(f"not settled {timeout} s after the failure")
+            await asyncio.sleep(0.1)
         await asyncio.sleep(after)
     finally:
         stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
     stored = [int(value) for value in await redis_client.lrange(key, 0, -1)]
     await redis_client.delete(key)
-    assert killed_at is not None and recovered_at is not None
+    assert failed_at is not None and recovered_at is not None
     return FailoverFigures(
-        failover_seconds=recovered_at - killed_at,
+        failover_seconds=recovered_at - failed_at,
         acknowledged=len(acknowledged),
         lost=len(acknowledged - set(stored)),
         failed=failed,
