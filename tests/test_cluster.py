@@ -17,9 +17,15 @@ from pathlib import Path
 
 import httpx
 import pytest
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
+from ivr.acd.core import Acd
 from ivr.cluster import edge
-from ivr.cluster.layout import Node, nodes
+from ivr.cluster.layout import Node, nodes, redis_ports
+from ivr.cluster.postgres import postgres_ready
+from ivr.cluster.redis_ha import replicated
+from ivr.redis_client import connect_redis
 from tests.conftest import (
     Server,
     admin_client,
@@ -67,8 +73,8 @@ def cluster_nodes(server: Server) -> list[Node]:
     return nodes(server.settings)
 
 
-async def node_of(server: Server, caller: str) -> str | None:
-    """The node whose Asterisk has a channel from this caller now."""
+async def channel_of(server: Server, caller: str) -> tuple[str, str] | None:
+    """The node whose Asterisk has a channel from this caller now, and the channel's id."""
     for node in cluster_nodes(server):
         settings = node.settings
         try:
@@ -77,10 +83,17 @@ async def node_of(server: Server, caller: str) -> str | None:
                 response = await http.get(f"{settings.ari_base_url}/ari/channels")
         except httpx.HTTPError:
             continue
-        if response.status_code == 200 and any(
-                channel["caller"]["number"] == caller for channel in response.json()):
-            return node.node_id
+        if response.status_code != 200:
+            continue
+        for channel in response.json():
+            if channel["caller"]["number"] == caller:
+                return node.node_id, str(channel["id"])
     return None
+
+
+async def node_of(server: Server, caller: str) -> str | None:
+    found = await channel_of(server, caller)
+    return found[0] if found else None
 
 
 async def answered_on(server: Server, call: SippCall) -> str:
@@ -290,3 +303,115 @@ async def test_a_drained_node_finishes_its_calls_and_takes_no_new_ones(
     assert undrained.returncode == 0, undrained.stdout + undrained.stderr
     listed = run_ivr("node", "list", server=cluster)
     assert "node2" in listed.stdout and "drained" not in listed.stdout
+
+
+async def test_the_redis_primary_lost_no_queued_caller_loses_their_place(
+        cluster: Server) -> None:
+    """Three callers wait for a paused agent; the Redis primary stops answering; Sentinel
+    promotes the replica: each caller keeps their place, and the first is answered when the
+    agent is back."""
+    redis = connect_redis(cluster.settings)
+    acd = Acd(redis)
+    async with team_of(cluster) as team:
+        agent = await team.agent("sentinel", "water=5")
+        paused = run_ivr("agent", "state", agent, "paused", "--reason", "test", server=cluster)
+        assert paused.returncode == 0, paused.stdout
+        calls = []
+        try:
+            for _ in range(3):
+                caller = caller_number()
+                scenario = info_caller(cluster.workdir, f"wait-{caller}", [Press("1", 2.0)],
+                                       hang_up_after=60)
+                calls.append(await SippCall(scenario, "121", cluster.sip_target,
+                                            cluster.workdir, caller).start())
+                await asyncio.sleep(3.0)  # one after the other: their order is known
+            channels = [await wait_for(lambda call=call: channel_of(cluster, call.caller), 20,
+                                       what="the caller's channel") for call in calls]
+
+            async def all_queued() -> list[int] | None:
+                places = [await acd.position(channel) for _, channel in channels]
+                return places if all(place > 0 for place in places) else None
+
+            before = await wait_for(all_queued, 30, what="three callers in the queue")
+            assert before == sorted(before), before
+            # What the callers were told is on the replica too (asynchronous replication).
+            assert await replicated(redis) == 1
+
+            ports = redis_ports(cluster.settings)
+            primary_port = int((await redis.config_get("port"))["port"])
+            # Stopped, not killed: the supervisor would start a killed primary again within
+            # a second, before Sentinel calls it down. A primary that hangs (or whose machine
+            # is gone) is what Sentinel is for.
+            primary_pid = cluster.pid(f"redis-{primary_port}")
+            killed_at = time.monotonic()
+            os.kill(primary_pid, signal.SIGSTOP)
+
+            async def promoted() -> bool:
+                try:
+                    port = int((await redis.config_get("port"))["port"])
+                except RedisError:
+                    return False
+                return port != primary_port
+
+            await wait_for(promoted, 30, what="Sentinel to promote the replica")
+            print(f"\nRedis primary {primary_port} stopped: the replica "
+                  f"{ports.replica if primary_port == ports.primary else ports.primary} "
+                  f"took writes {time.monotonic() - killed_at:.1f} s later")
+            after = [await acd.position(channel) for _, channel in channels]
+            assert after == before
+            # The old primary, ended and started again by the supervisor, asks the Sentinels
+            # and comes back as a replica of the new one.
+            os.kill(primary_pid, signal.SIGKILL)
+            old_primary = Redis(port=primary_port, decode_responses=True)
+
+            async def replica_again() -> bool:
+                try:
+                    return (await old_primary.info("replication"))["role"] == "slave"
+                except RedisError:
+                    return False
+
+            await wait_for(replica_again, 30, what="the old primary back as a replica")
+            await old_primary.aclose()
+            for call in calls:  # nobody was dropped meanwhile
+                assert call.running
+
+            ready = run_ivr("agent", "state", agent, "available", server=cluster)
+            assert ready.returncode == 0, ready.stdout
+            async with admin_client(cluster) as api:
+                record = await call_record(api, calls[0].caller, ended=False, timeout=5)
+
+                async def first_answered() -> bool:
+                    response = await api.get(f"/api/calls/{record['id']}")
+                    return any(event["kind"] == "answered"
+                               for event in response.json()["events"])
+
+                await wait_for(first_answered, 30, what="the first caller answered")
+        finally:
+            for call in calls:
+                await call.stop()
+    await redis.aclose()
+
+
+async def test_records_of_calls_during_a_postgresql_restart_are_kept(cluster: Server) -> None:
+    """PostgreSQL stopped (fast shutdown; the supervisor starts it again): calls go on
+    meanwhile, and their records are written once it is back."""
+    scenario = caller_hangs_up(cluster, 3)
+    os.kill(cluster.pid("postgres"), signal.SIGINT)
+    calls = [await SippCall(scenario, "120", cluster.sip_target, cluster.workdir,
+                            caller_number()).start() for _ in range(4)]
+    try:
+        for call in calls:
+            result = await call.finished(60)
+            assert result.ok, result.errors or result.output
+
+        async def back() -> bool:
+            return await postgres_ready(cluster.settings.sql_url)
+
+        await wait_for(back, 60, what="PostgreSQL back")
+        async with admin_client(cluster) as api:
+            for call in calls:
+                record = await call_record(api, call.caller, timeout=60)
+                assert record["outcome"] == "caller_hung_up"
+    finally:
+        for call in calls:
+            await call.stop()
