@@ -1,8 +1,9 @@
 """The cluster (`ivr cluster`): Kamailio at the edge in front of two Asterisk nodes.
 
 A cluster of this module's own, on its own ports: real Kamailio, two real Asterisk nodes with
-their controllers, the API, Redis. Callers are SIPp calls to the edge; faults are real
-processes killed with SIGKILL.
+their controllers, the API, Redis with Sentinel, PostgreSQL. Callers are SIPp calls to the
+edge, agents baresip phones registered to it; faults are real processes killed, stopped or
+drained.
 """
 
 from __future__ import annotations

@@ -23,7 +23,6 @@ from ivr.acd.agents import REALM
 from ivr.pbx.asterisk import render_template
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "kamailio" / "kamailio.cfg"
-MODULES = Path("/usr/lib/x86_64-linux-gnu/kamailio/modules")
 NODE_SET = 1  # the dispatcher set of the Asterisk nodes
 DRAINED_KEY = "ivr:edge:drained"  # node ids an operator drained
 
@@ -71,10 +70,12 @@ def kamailio_binary() -> str:
 
 
 def _module_path() -> Path:
-    for candidate in (MODULES, Path("/usr/lib/kamailio/modules")):
+    """Debian's, under the machine's multiarch folder (x86_64-linux-gnu, aarch64-linux-gnu)."""
+    for candidate in sorted(Path("/usr/lib").glob("*/kamailio/modules")):
         if (candidate / "dispatcher.so").exists():
             return candidate
-    raise EdgeSetupError(f"Kamailio's modules are not in {MODULES}: is kamailio installed?")
+    raise EdgeSetupError("Kamailio's modules are not in /usr/lib/*/kamailio/modules: is "
+                         "kamailio installed?")
 
 
 def _check_values(config: EdgeConfig) -> None:
@@ -107,11 +108,13 @@ def render(config: EdgeConfig, drained: set[str]) -> Path:
         "probe_seconds": str(config.probe_seconds),
         "pike_requests": str(config.pike_requests),
         "dispatcher_list": str(config.dispatcher_list),
-        "trusted_networks": ",".join(_network(item) for item in config.trusted_networks),
+        "trusted_networks": ",".join(str(ipaddress.ip_network(item, strict=False))
+                                     for item in config.trusted_networks),
         "db_url": config.db_url,
         "realm": REALM,
     }
     config.config_file.write_text(render_template(TEMPLATE.read_text(), values, TEMPLATE.name))
+    config.config_file.chmod(0o600)  # it holds the database password
     lines = ["# setid destination flags priority attributes (rendered; `ivr node` changes it)"]
     for node in config.nodes:
         # Flags: 8 probes the node from the start; 4 (disabled) keeps a drained node out.
@@ -119,10 +122,6 @@ def render(config: EdgeConfig, drained: set[str]) -> Path:
         lines.append(f"{NODE_SET} sip:{node.sip_address} {flags} 0 node={node.node_id}")
     config.dispatcher_list.write_text("\n".join(lines) + "\n")
     return config.config_file
-
-
-def _network(item: str) -> str:
-    return item if "/" in item else f"{item}/32"
 
 
 def check(config: EdgeConfig) -> None:

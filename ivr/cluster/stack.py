@@ -13,6 +13,7 @@ import asyncio
 import logging
 import signal
 import sys
+from functools import partial
 from pathlib import Path
 
 from sqlalchemy import make_url
@@ -86,7 +87,7 @@ class ClusterStack(Stack):
         if self.owns_postgres:
             self.services.append(Service(
                 "postgres", postgres_command(self.postgres_dir, settings.postgres_port),
-                lambda: postgres_ready(settings.sql_url),
+                partial(postgres_ready, settings.sql_url),
                 # SIGINT: PostgreSQL's fast shutdown; SIGTERM would wait for every client.
                 stop_signal=signal.SIGINT))
         if self.owns_redis:
@@ -98,7 +99,7 @@ class ClusterStack(Stack):
             env = {**self.shared_env, **node.env}
             self.services.append(Service(
                 f"asterisk-{node.node_id}", asterisk.command(node.settings, "-f"),
-                lambda node=node: asterisk_ready(node.settings), env=env))  # type: ignore[misc]
+                partial(asterisk_ready, node.settings), env=env))
             for number, app in enumerate(node.settings.stasis_apps, start=1):
                 suffix = "" if len(node.settings.stasis_apps) == 1 else f"-{number}"
                 self.services.append(Service(
@@ -106,7 +107,7 @@ class ClusterStack(Stack):
                     controller_ready(node.settings, app),
                     env={**env, "IVR_CONTROLLER_NUMBER": str(number)}))
         self.services.append(Service("api", [python, "-m", "ivr", "api"],
-                                     lambda: api_ready(settings), env=self.shared_env))
+                                     partial(api_ready, settings), env=self.shared_env))
         self.services.append(Service("edge", edge.command(self.edge), self._edge_ready,
                                      env=self.shared_env, before_start=self._render_edge))
 
