@@ -432,3 +432,8 @@ async def test_agents_skills_and_languages_must_be_those_of_the_dialplan(
         assert bad_state.status_code == 422, bad_state.text
     finally:
         assert (await api.delete(f"/api/agents/{username}")).status_code == 204
+
+
+async def test_a_single_node_has_no_nodes_to_list(api: httpx.AsyncClient) -> None:
+    response = await api.get("/api/nodes")
+    assert response.status_code == 404 and "single node" in response.json()["detail"]

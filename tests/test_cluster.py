@@ -216,6 +216,25 @@ def test_a_bad_edge_setting_stops_the_start_with_a_clear_message(cluster: Server
     assert "IVR_TRUNK_MATCH" in result.stderr and "192.0.2.300" in result.stderr
 
 
+async def test_supervisors_see_the_nodes_and_admins_drain_them_through_the_api(
+        cluster: Server) -> None:
+    async with admin_client(cluster) as api:
+        listed = await api.get("/api/nodes")
+        assert listed.status_code == 200, listed.text
+        assert [(node["node"], node["state"]) for node in listed.json()] == [
+            ("node1", "up"), ("node2", "up")]
+        drained = await api.post("/api/nodes/node2/drain")
+        assert drained.status_code == 200 and drained.json()["state"] == "drained"
+        last = await api.post("/api/nodes/node1/drain")
+        assert last.status_code == 409 and "only node up" in last.json()["detail"]
+        unknown = await api.post("/api/nodes/node9/drain")
+        assert unknown.status_code == 404 and "no node 'node9'" in unknown.json()["detail"]
+        back = await api.post("/api/nodes/node2/undrain")
+        assert back.status_code == 200 and back.json()["state"] == "up"
+        audit = (await api.get("/api/audit")).json()
+        assert {"node.drain", "node.undrain"} <= {entry["action"] for entry in audit}
+
+
 async def test_a_killed_node_loses_no_new_call_and_comes_back(cluster: Server) -> None:
     long_call = caller_hangs_up(cluster, 40)
     before = [await SippCall(long_call, "120", cluster.sip_target, cluster.workdir,

@@ -22,6 +22,7 @@ from ivr.api.routes import (
     dialplans,
     knowledge,
     live,
+    nodes,
     prompts,
     system,
     users,
@@ -85,6 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(prompts.router)
     app.include_router(users.router)
     app.include_router(audit.router)
+    app.include_router(nodes.router)
     # The pages last: every path no route above takes is a file of the web pages.
     app.mount("/", StaticFiles(directory=STATIC, html=True), name="web")
     return app

@@ -21,6 +21,10 @@ class NodeError(Exception):
     """A node that cannot be changed as asked, with the reason."""
 
 
+class UnknownNode(NodeError):
+    pass
+
+
 @dataclass(frozen=True)
 class NodeRow:
     node_id: str
@@ -55,7 +59,7 @@ async def set_drained(settings: Settings, node_id: str, drained: bool,
                       force: bool = False) -> NodeRow:
     rows = {row.node_id: row for row in await list_nodes(settings)}
     if node_id not in rows:
-        raise NodeError(f"no node {node_id!r}; the nodes are {', '.join(sorted(rows))}")
+        raise UnknownNode(f"no node {node_id!r}; the nodes are {', '.join(sorted(rows))}")
     others_up = [row for row in rows.values() if row.node_id != node_id and row.state == "up"]
     if drained and not others_up and not force:
         raise NodeError(f"{node_id} is the only node up: draining it would leave new calls "
