@@ -95,17 +95,18 @@ def connect_redis(settings: Settings, timeout: float = 2.0) -> Redis:
     if settings.redis_sentinels:
         return _connect_through_sentinel(settings, timeout)
     pool = BlockingConnectionPool.from_url(
-        settings.redis_dsn,
-        max_connections=MAX_CONNECTIONS,
-        timeout=WAIT_FOR_CONNECTION,
-        decode_responses=True,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        health_check_interval=10,
-        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
-        retry_on_error=[RedisConnectionError, RedisTimeoutError],
-    )
+        settings.redis_dsn, **_pool_options(timeout),
+        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3))
     return Redis.from_pool(pool)
+
+
+def _pool_options(timeout: float) -> dict[str, Any]:
+    """What every pool has, through Sentinel or not: the bound, the short timeouts, and
+    retries on a lost link."""
+    return {"max_connections": MAX_CONNECTIONS, "timeout": WAIT_FOR_CONNECTION,
+            "decode_responses": True, "socket_timeout": timeout,
+            "socket_connect_timeout": timeout, "health_check_interval": 10,
+            "retry_on_error": [RedisConnectionError, RedisTimeoutError]}
 
 
 def _connect_through_sentinel(settings: Settings, timeout: float) -> Redis:
@@ -121,14 +122,8 @@ def _connect_through_sentinel(settings: Settings, timeout: float) -> Redis:
         redis_class=_SentinelRedis,
         connection_pool_class=_BlockingSentinelPool,
         connection_class=_PrimaryConnection,
-        max_connections=MAX_CONNECTIONS,
-        timeout=WAIT_FOR_CONNECTION,
-        decode_responses=True,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        health_check_interval=10,
+        **_pool_options(timeout),
         retry=Retry(FAILOVER_BACKOFF, retries=FAILOVER_RETRIES),
-        retry_on_error=[RedisConnectionError, RedisTimeoutError],
     )
     client.sentinel_manager = sentinel
     return client

@@ -45,21 +45,52 @@ from ivr.stack import (
 log = logging.getLogger("ivr.cluster")
 
 
+def edge_config(settings: Settings) -> edge.EdgeConfig:
+    """The edge of the cluster these settings describe: on sip_port, in front of ``nodes``."""
+    if not settings.sql_url.startswith("postgresql"):
+        raise edge.EdgeSetupError(f"IVR_DATABASE_URL: the cluster keeps its records in "
+                                  f"PostgreSQL, not in {settings.sql_url.split(':')[0]}")
+    return edge.EdgeConfig(
+        bind=settings.sip_bind, port=settings.sip_port, rpc_port=settings.edge_rpc_port,
+        run_dir=settings.data_path / "edge",
+        nodes=[edge.EdgeNode(node.node_id, node.sip_address) for node in nodes(settings)],
+        trusted_networks=[item.strip() for item in settings.trunk_match.split(",")
+                          if item.strip()],
+        db_url=_kamailio_db_url(settings.sql_url),
+        probe_seconds=settings.node_probe_seconds, node_reply_ms=settings.node_reply_ms)
+
+
+async def drained_nodes(settings: Settings) -> set[str]:
+    """The nodes an operator drained (kept in Redis, so that they stay drained)."""
+    redis = connect_redis(settings)
+    try:
+        return {str(node_id) for node_id in await redis.smembers(edge.DRAINED_KEY)}
+    finally:
+        await redis.aclose()
+
+
+def render_cluster_files(settings: Settings, config: edge.EdgeConfig, drained: set[str]) -> None:
+    """Every node's Asterisk configuration and the edge's into the data folder; the edge's is
+    checked with ``kamailio -c``, so that a bad setting stops here, before anything starts."""
+    for node in nodes(settings):
+        asterisk.render_config(node.settings)
+    edge.render(config, drained)
+    edge.check(config)
+
+
+async def prepare_cluster(settings: Settings) -> None:
+    """``ivr --cluster prepare``: the cluster's files rendered and the dialplan published (Redis
+    and SQL must be up), for a cluster whose parts something else starts (docker/compose.yaml
+    runs Kamailio and each node's Asterisk on what this renders)."""
+    render_cluster_files(settings, edge_config(settings), await drained_nodes(settings))
+    await publish_dialplan(settings)
+
+
 class ClusterStack(Stack):
     def __init__(self, settings: Settings) -> None:
-        if not settings.sql_url.startswith("postgresql"):
-            raise edge.EdgeSetupError(f"IVR_DATABASE_URL: the cluster keeps its records in "
-                                      f"PostgreSQL, not in {settings.sql_url.split(':')[0]}")
+        self.edge = edge_config(settings)  # refuses a cluster it cannot start, before anything
         super().__init__(settings)
         self.nodes: list[Node] = nodes(settings)
-        self.edge = edge.EdgeConfig(
-            bind=settings.sip_bind, port=settings.sip_port, rpc_port=settings.edge_rpc_port,
-            run_dir=settings.data_path / "edge",
-            nodes=[edge.EdgeNode(node.node_id, node.sip_address) for node in self.nodes],
-            trusted_networks=[item.strip() for item in settings.trunk_match.split(",")
-                              if item.strip()],
-            db_url=_kamailio_db_url(settings.sql_url),
-            probe_seconds=settings.node_probe_seconds, node_reply_ms=settings.node_reply_ms)
         # What the cluster starts itself (cluster_settings names it), and what it was given.
         self.owns_postgres = settings.database_url == own_postgres_url(settings)
         self.owns_redis = settings.redis_sentinels == own_sentinels(settings)
@@ -70,11 +101,7 @@ class ClusterStack(Stack):
         if self.owns_postgres:
             prepare_postgres(self.postgres_dir, self.settings.postgres_port,
                              postgres_password(self.settings))
-        for node in self.nodes:
-            asterisk.render_config(node.settings)
-        # The edge's configuration is checked before anything starts: a bad setting stops here.
-        edge.render(self.edge, drained=set())
-        edge.check(self.edge)
+        render_cluster_files(self.settings, self.edge, drained=set())
         if self.settings.uses_asterisk_root:
             # One mount of the cluster's data folder serves every node (same paths inside).
             self.root = asterisk.RootFolder(self.settings.asterisk_root_path,
@@ -120,11 +147,7 @@ class ClusterStack(Stack):
         edge.render(self.edge, await self.drained())
 
     async def drained(self) -> set[str]:
-        redis = connect_redis(self.settings)
-        try:
-            return {str(node_id) for node_id in await redis.smembers(edge.DRAINED_KEY)}
-        finally:
-            await redis.aclose()
+        return await drained_nodes(self.settings)
 
     async def _edge_ready(self) -> bool:
         try:
@@ -160,7 +183,8 @@ class ClusterStack(Stack):
                          f"ARI {n.ari_base_url}   RTP {n.rtp_start}-{n.rtp_end}")
         lines += [
             f"  API                       {s.api_base_url}",
-            f"  Redis                     {s.redis_dsn}",
+            f"  Redis                     "
+            f"{'Sentinels ' + s.redis_sentinels if s.redis_sentinels else s.redis_dsn}",
             f"  SQL                       {s.sql_url.split('@')[-1]}",
             f"  data                      {s.data_path}",
             "  nodes: ivr node list | drain NODE | undrain NODE   (Ctrl-C stops everything)",
