@@ -93,10 +93,20 @@ def _api(_: argparse.Namespace) -> int:
     return 0
 
 
-def _prepare(_: argparse.Namespace) -> int:
+def _prepare(args: argparse.Namespace) -> int:
     from ivr.stack import prepare_files, publish_dialplan
 
     settings = load_settings()
+    if args.cluster:  # every node's Asterisk and the edge's Kamailio (see main())
+        from ivr.cluster.edge import EdgeSetupError
+        from ivr.cluster.stack import prepare_cluster
+
+        try:
+            asyncio.run(prepare_cluster(settings))
+        except EdgeSetupError as exc:  # a setting to fix: say which
+            print(f"ivr --cluster prepare: {exc}", file=sys.stderr)
+            return 2
+        return 0
     prepare_files(settings)
     asyncio.run(publish_dialplan(settings))
     return 0
@@ -199,7 +209,8 @@ def main(argv: list[str] | None = None) -> None:
         ("run", _run, "start everything in the foreground (Redis, Asterisk, controller, API)"),
         ("controller", _controller, "run the ARI controller only"),
         ("api", _api, "run the HTTP API only"),
-        ("prepare", _prepare, "render Asterisk's configuration and publish the dialplan"),
+        ("prepare", _prepare, "render Asterisk's configuration and publish the dialplan "
+         "(ivr --cluster prepare: every node's and the edge's, checked by kamailio -c)"),
     ):
         verbs.add_parser(name, help=text).set_defaults(handler=handler)
     dialplan = verbs.add_parser("dialplan", help="check or publish dialplans/").add_subparsers(

@@ -62,6 +62,10 @@ class Settings(BaseSettings):
     # checks it is there (OPTIONS) this often. Empty: agents register to Asterisk itself.
     edge_address: str = ""
     agent_qualify_seconds: int = Field(default=10, ge=1)
+    # Nodes each on a host of its own (containers, machines): "node1=node1:5060,node2=...",
+    # in place of cluster_nodes. A node then takes SIP on its port there and ARI on ari_port,
+    # on every address, and calls from the edge at edge_address. Empty: the layout above.
+    cluster_node_addresses: str = ""
 
     # Queues and agents (the vocabulary of queues.conf).
     ring_seconds: int = 15  # how long an offered call rings an agent before the next one
@@ -122,6 +126,12 @@ class Settings(BaseSettings):
     @classmethod
     def _expand(cls, value: Path) -> Path:
         return value.expanduser()
+
+    @field_validator("cluster_node_addresses")
+    @classmethod
+    def _node_addresses(cls, value: str) -> str:
+        parse_node_addresses(value)  # refuses what is not node=host:port
+        return value
 
     def path(self, value: Path) -> Path:
         """An absolute path: relative settings are taken from the project folder."""
@@ -228,6 +238,10 @@ class Settings(BaseSettings):
                 addresses.append((host or "127.0.0.1", int(port)))
         return addresses
 
+    def node_addresses(self) -> dict[str, tuple[str, int]]:
+        """node id -> (host, SIP port), from cluster_node_addresses; empty: one machine."""
+        return parse_node_addresses(self.cluster_node_addresses)
+
     @property
     def edge_rpc_port(self) -> int:
         return self.sip_port + 9
@@ -245,3 +259,18 @@ class Settings(BaseSettings):
         if self.secret_key is None:
             raise RuntimeError("secret key is not loaded: call ivr.secrets.load_settings()")
         return self.secret_key.get_secret_value()
+
+
+def parse_node_addresses(value: str) -> dict[str, tuple[str, int]]:
+    """``"node1=asterisk1:5060,node2=..."`` -> ``{"node1": ("asterisk1", 5060), ...}``."""
+    addresses: dict[str, tuple[str, int]] = {}
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        name, _, address = item.partition("=")
+        node_id = name.strip()
+        host, _, port = address.strip().rpartition(":")
+        if not (node_id and host and port.isdigit()):
+            raise ValueError(f"{item!r} is not node=host:port (e.g. node1=asterisk1:5060)")
+        if node_id in addresses:
+            raise ValueError(f"node {node_id!r} is named twice")
+        addresses[node_id] = (host, int(port))
+    return addresses

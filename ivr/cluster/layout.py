@@ -4,6 +4,9 @@ Node N (1, 2, ...) takes SIP on ``sip_port + N`` behind the edge on ``sip_port``
 ``ari_port + N - 1``, and the N-th share of the RTP range; its Asterisk keeps its folders in
 ``asterisk-nodeN`` of the cluster's data folder. Every process of the cluster gets the same
 data folder, Redis and SQL; a node's processes get its own ports and name on top.
+
+With ``IVR_CLUSTER_NODE_ADDRESSES`` each node has a host of its own (docker/compose.yaml): the
+same ports on every node, bound to every address, and only the RTP range still shared out.
 """
 
 from __future__ import annotations
@@ -21,10 +24,11 @@ class Node:
     node_id: str
     settings: Settings  # as the node's own processes see them
     env: dict[str, str]  # what makes a process one of this node's
+    sip_host: str = "127.0.0.1"  # where the edge reaches the node (and the node sends from)
 
     @property
     def sip_address(self) -> str:
-        return f"127.0.0.1:{self.settings.sip_port}"
+        return f"{self.sip_host}:{self.settings.sip_port}"
 
 
 def cluster_data_path(settings: Settings) -> Path:
@@ -84,6 +88,8 @@ def shared_env(cluster: Settings) -> dict[str, str]:
 
 
 def nodes(settings: Settings) -> list[Node]:
+    if settings.cluster_node_addresses:
+        return _nodes_at(settings, settings.node_addresses())
     count = settings.cluster_nodes
     span = (settings.rtp_end - settings.rtp_start) // count
     result = []
@@ -108,4 +114,25 @@ def nodes(settings: Settings) -> list[Node]:
             "asterisk_dir": f"asterisk-{node_id}", "trunk_match": settings.sip_bind,
             "sip_bind": "127.0.0.1"})
         result.append(Node(node_id, node_settings, env))
+    return result
+
+
+def _nodes_at(settings: Settings, addresses: dict[str, tuple[str, int]]) -> list[Node]:
+    """Nodes each on a host of its own: SIP on its port there, ARI on ari_port, both on every
+    address; calls come from the edge, whose address is the node's trunk."""
+    edge_host = settings.edge_address.rpartition(":")[0]
+    if not edge_host:
+        raise ValueError("IVR_CLUSTER_NODE_ADDRESSES needs IVR_EDGE_ADDRESS (host:port): "
+                         "the nodes take calls from the edge only")
+    span = (settings.rtp_end - settings.rtp_start) // len(addresses)
+    result = []
+    for number, (node_id, (host, port)) in enumerate(addresses.items(), start=1):
+        rtp_start = settings.rtp_start + (number - 1) * span
+        updates: dict[str, str | int] = {
+            "node_id": node_id, "sip_port": port, "ari_url": f"http://{host}:{settings.ari_port}",
+            "rtp_start": rtp_start, "rtp_end": rtp_start + span - 1,
+            "asterisk_dir": f"asterisk-{node_id}", "trunk_match": edge_host,
+            "sip_bind": "0.0.0.0", "ari_bind": "0.0.0.0"}
+        env = {f"IVR_{key.upper()}": str(value) for key, value in updates.items()}
+        result.append(Node(node_id, settings.model_copy(update=updates), env, sip_host=host))
     return result
