@@ -26,6 +26,7 @@ from ivr.cluster import edge
 from ivr.cluster.layout import Node, nodes, redis_ports
 from ivr.cluster.postgres import postgres_ready
 from ivr.cluster.redis_ha import replicated
+from ivr.controller.app import PEER_SILENCE
 from ivr.redis_client import connect_redis
 from tests.conftest import (
     Server,
@@ -435,3 +436,41 @@ async def test_records_of_calls_during_a_postgresql_restart_are_kept(cluster: Se
     finally:
         for call in calls:
             await call.stop()
+
+
+async def test_a_node_gone_whole_has_its_calls_recorded_as_cut_by_the_other(
+        cluster: Server) -> None:
+    """node2's Asterisk and controller stop at once, as when its machine is gone: the other
+    node's controller notices its silence and records its calls as cut; node1's go on."""
+    long_call = caller_hangs_up(cluster, 120)
+    calls = [await SippCall(long_call, "120", cluster.sip_target, cluster.workdir,
+                            caller_number()).start() for _ in range(4)]
+    stopped = [cluster.pid("asterisk-node2"), cluster.pid("controller-node2")]
+    try:
+        where = {call.caller: await answered_on(cluster, call) for call in calls}
+        on_node2 = [call for call in calls if where[call.caller] == "node2"]
+        assert on_node2 and len(on_node2) < len(calls), where
+        for pid in stopped:
+            os.kill(pid, signal.SIGSTOP)
+        gone_at = time.monotonic()
+        async with admin_client(cluster) as api:
+            for call in on_node2:
+                record = await call_record(api, call.caller, timeout=PEER_SILENCE + 60)
+                assert record["outcome"] == "cut", record
+            print(f"\nnode2 gone whole: its {len(on_node2)} calls recorded as cut "
+                  f"{time.monotonic() - gone_at:.0f} s later")
+            for call in calls:
+                if call not in on_node2:
+                    assert call.running
+                    assert (await call_record(api, call.caller, ended=False))["ended_at"] is None
+    finally:
+        for pid in stopped:  # the supervisor starts them afresh
+            os.kill(pid, signal.SIGKILL)
+        for call in calls:
+            await call.stop()
+
+    async def node2_up() -> bool:
+        states = await edge.node_states(cluster.settings.edge_rpc_port)
+        return any(s.node_id == "node2" and s.state == "up" for s in states)
+
+    await wait_for(node2_up, 90, what="node2 up again at the edge")

@@ -12,6 +12,7 @@ import collections
 import json
 import logging
 import signal
+import time
 from collections.abc import Coroutine
 from typing import Any
 
@@ -47,6 +48,15 @@ EVENTS_USED = ("StasisStart", "StasisEnd", "ChannelDestroyed", "ChannelHangupReq
 # Synthetic events the controller puts in a channel's queue itself.
 RECOVER = "ControllerRecover"
 VANISHED = "ControllerVanished"
+# Every controller says it is alive this often; one silent for PEER_SILENCE seconds is gone.
+CONTROLLERS_KEY = "ivr:controllers"
+PEER_CHECK_SECONDS = 5.0
+PEER_SILENCE = 30
+
+
+def alive_key(controller_id: str) -> str:
+    return f"ivr:controller:{controller_id}:alive"
+
 RECOVER_CALLBACK = "ControllerRecoverCallback"
 
 
@@ -258,6 +268,50 @@ class Controller:
                 log.warning("agents' changes not received (%s); listening again", exc)
                 await asyncio.sleep(1.0)
 
+    async def _watch_peers(self) -> None:
+        """Say this controller is alive, and close the calls of one that has been silent for
+        PEER_SILENCE seconds: its whole node is gone (a node whose processes only restart comes
+        back well within that, and recovers its calls itself). Its calls' records are closed
+        as cut, their queue places freed, by whichever controller notices first."""
+        me = self.settings.controller_id
+        # Judged only after this controller itself has seen Redis for PEER_SILENCE: after its
+        # own start, or a Redis outage, live peers have had the time to say so again.
+        healthy_since = time.monotonic()
+        while True:
+            try:
+                await self.store.redis.set(alive_key(me), "1", ex=PEER_SILENCE)
+                await self.store.redis.sadd(CONTROLLERS_KEY, me)
+                if time.monotonic() - healthy_since < PEER_SILENCE:
+                    await asyncio.sleep(PEER_CHECK_SECONDS)
+                    continue
+                for peer in map(str, await self.store.redis.smembers(CONTROLLERS_KEY)):
+                    if peer == me or await self.store.redis.exists(alive_key(peer)):
+                        continue
+                    if await self.store.redis.set(f"ivr:controller:{peer}:closing", me, nx=True,
+                                                  ex=PEER_SILENCE):
+                        await self._close_calls_of(peer)
+            except RedisError as exc:
+                log.warning("peers not watched (%s)", exc)
+                healthy_since = time.monotonic() + PEER_CHECK_SECONDS
+            await asyncio.sleep(PEER_CHECK_SECONDS)
+
+    async def _close_calls_of(self, peer: str) -> None:
+        theirs = CallStore(self.store.redis, peer)
+        closed = 0
+        for channel_id in await theirs.channel_ids():
+            data = await theirs.load(channel_id)
+            if data is not None:
+                try:
+                    await (await Call.restore(data, self.services)).vanished(cut=True)
+                    closed += 1
+                except Exception:
+                    log.exception("call %s of %s: not closed", channel_id, peer)
+                    continue
+            await theirs.remove(channel_id)
+        await self.store.redis.srem(CONTROLLERS_KEY, peer)
+        log.warning("controller %s silent for %d s: its node is gone; %d of its calls "
+                    "recorded as cut", peer, PEER_SILENCE, closed)
+
     async def _tick(self) -> None:
         """Every second: waits grow, so the search widens; try the match again."""
         while True:
@@ -457,6 +511,7 @@ class Controller:
     async def run(self) -> None:
         helpers = [asyncio.create_task(self._tick()), asyncio.create_task(self._commands()),
                    asyncio.create_task(self._agent_changes()),
+                   asyncio.create_task(self._watch_peers()),
                    asyncio.create_task(self.reactions.keep_flushing(self.store.redis))]
         try:
             await self.events.run()
