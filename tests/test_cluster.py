@@ -474,3 +474,50 @@ async def test_a_node_gone_whole_has_its_calls_recorded_as_cut_by_the_other(
         return any(s.node_id == "node2" and s.state == "up" for s in states)
 
     await wait_for(node2_up, 90, what="node2 up again at the edge")
+
+
+async def test_the_edge_killed_its_calls_go_on_and_agents_register_again(
+        cluster: Server) -> None:
+    """The edge keeps no call state: killed, and started again by the supervisor, it routes
+    the calls' requests by their Record-Route as before; phones register again."""
+    async with team_of(cluster) as team:
+        agent = await team.agent("again", "water=5")
+        calls = [await SippCall(caller_hangs_up(cluster, 15), "120", cluster.sip_target,
+                                cluster.workdir, caller_number()).start() for _ in range(2)]
+        try:
+            for call in calls:
+                await answered_on(cluster, call)
+            os.kill(cluster.pid("edge"), signal.SIGKILL)
+            await _all_nodes_up(cluster)  # the supervisor started it again
+            for call in calls:  # their BYEs went through the new edge
+                result = await call.finished(60)
+                assert result.ok, result.errors or result.output
+            async with admin_client(cluster) as api:
+                for call in calls:
+                    assert (await call_record(api, call.caller))["outcome"] == "caller_hung_up"
+        finally:
+            for call in calls:
+                await call.stop()
+        # The phone's next REGISTER (at most a minute later) reaches the new edge, the nodes
+        # find the phone again, and a caller for the agent is answered.
+        async def registered_again() -> bool:
+            try:
+                await edge.rpc(cluster.settings.edge_rpc_port, "ul.lookup", "location", agent)
+            except edge.EdgeRpcError:
+                return False
+            return (await team.state(agent)).get("registered") == "1"
+
+        await wait_for(registered_again, 90, what="the phone registered at the new edge")
+        caller = caller_number()
+        scenario = info_caller(cluster.workdir, f"again-{caller}", [Press("1", 2.0)],
+                               hang_up_after=4)
+        call = await SippCall(scenario, "121", cluster.sip_target, cluster.workdir,
+                              caller).start()
+        try:
+            result = await call.finished(90)
+        finally:
+            await call.stop()
+        assert result.ok, result.errors or result.output
+        async with admin_client(cluster) as api:
+            record = await call_record(api, caller)
+        assert (record["agent"], record["outcome"]) == (agent, "answered"), record
