@@ -48,6 +48,7 @@ EVENTS_USED = ("StasisStart", "StasisEnd", "ChannelDestroyed", "ChannelHangupReq
 # Synthetic events the controller puts in a channel's queue itself.
 RECOVER = "ControllerRecover"
 VANISHED = "ControllerVanished"
+RECOVER_CALLBACK = "ControllerRecoverCallback"
 # Every controller says it is alive this often; one silent for PEER_SILENCE seconds is gone.
 CONTROLLERS_KEY = "ivr:controllers"
 PEER_CHECK_SECONDS = 5.0
@@ -56,8 +57,6 @@ PEER_SILENCE = 30
 
 def alive_key(controller_id: str) -> str:
     return f"ivr:controller:{controller_id}:alive"
-
-RECOVER_CALLBACK = "ControllerRecoverCallback"
 
 
 def channel_of(event: Event) -> str | None:
