@@ -65,6 +65,7 @@ class System:
     sip_target: str
     pids: Callable[[], dict[str, int]]  # process name -> pid, read at each use
     reactions: Callable[[], Awaitable[dict[int, int]]] | None = None  # ms -> events so far
+    caller_media_port: int = CALLER_MEDIA_PORT  # another bench beside this one needs its own
 
 
 @dataclass
@@ -182,11 +183,15 @@ async def probe(system: System, workdir: Path) -> float | None:
 
 
 class AgentPhones:
-    """One SIPp answering for every agent: rings, answers, echoes the caller, hangs up."""
+    """One SIPp answering for every agent: rings, answers, echoes the caller, hangs up. It
+    also answers OPTIONS, with which a cluster's nodes check the phones through the edge."""
 
-    def __init__(self, workdir: Path, talk_seconds: float = TALK_SECONDS) -> None:
+    def __init__(self, workdir: Path, talk_seconds: float = TALK_SECONDS,
+                 port: int = AGENT_PORT, media_port: int = AGENT_MEDIA_PORT) -> None:
         self.workdir = workdir
         self.talk_seconds = talk_seconds
+        self.port = port
+        self.media_port = media_port
         self.stats_file = workdir / "agents-stats.csv"
         self.process: asyncio.subprocess.Process | None = None
 
@@ -194,16 +199,22 @@ class AgentPhones:
         path = scenario("agent.xml", self.workdir, {})
         self.stats_file.unlink(missing_ok=True)
         self.process = await asyncio.create_subprocess_exec(
-            "sipp", "-sf", str(path), "-i", "127.0.0.1", "-p", str(AGENT_PORT),
-            "-mp", str(AGENT_MEDIA_PORT), "-rtp_echo", "-d", str(int(self.talk_seconds * 1000)),
-            "-trace_stat", "-stf", str(self.stats_file), "-fd", "1", "-nostdin",
-            "-trace_err", "-error_file", str(self.workdir / "agents-errors.log"),
+            "sipp", "-sf", str(path), "-i", "127.0.0.1", "-p", str(self.port),
+            "-mp", str(self.media_port), "-rtp_echo", "-d", str(int(self.talk_seconds * 1000)),
+            "-trace_stat", "-stf", str(self.stats_file), "-trace_counts", "-fd", "1",
+            "-nostdin", "-trace_err", "-error_file", str(self.workdir / "agents-errors.log"),
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
             cwd=self.workdir)
 
     def finished_calls(self) -> int:
-        rows = sipp_stats(self.stats_file)
-        return _count(rows[-1], "SuccessfulCall(C)") if rows else 0
+        """Talks the agents finished: the answers to their BYEs, in SIPp's count of each
+        message (a call ended is not one: an answered OPTIONS ends as a call too)."""
+        assert self.process is not None
+        rows = sipp_stats(self.workdir / f"agent_{self.process.pid}_counts.csv")
+        if not rows:
+            return 0
+        last = rows[-1]
+        return sum(_count(last, column) for column in last if column.endswith("_200_Recv"))
 
     async def stop(self) -> None:
         if self.process is not None and self.process.returncode is None:
@@ -249,7 +260,7 @@ async def run_step(system: System, step: Step, phones: AgentPhones, workdir: Pat
     callers = await asyncio.create_subprocess_exec(
         "sipp", "-sf", str(path), "-s", "120", "-r", f"{step.rate:g}", "-m", str(step.calls),
         "-l", str(limit), "-i", "127.0.0.1", "-p", str(free_udp_port()),
-        "-mp", str(CALLER_MEDIA_PORT), "-trace_stat", "-stf", str(stats_file), "-fd", "1",
+        "-mp", str(system.caller_media_port), "-trace_stat", "-stf", str(stats_file), "-fd", "1",
         "-timeout", f"{duration_limit}s", "-timeout_error", "-nostdin",
         "-trace_err", "-error_file", str(workdir / f"callers-{system.name}-errors.log"),
         system.sip_target, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,

@@ -36,6 +36,7 @@ from bench.register import register_agents
 from bench.routing import bench_routing
 from bench.stacks import CACHE, start_product, stop_product
 from ivr.acd.agents import open_agents
+from ivr.ari import AriClient
 from ivr.controller.reaction import percentile, reaction_histogram
 from ivr.db import create_engine, sessionmaker
 from ivr.dialplan.versions import DialplanVersions
@@ -61,30 +62,37 @@ def agent_names(count: int) -> list[str]:
 # --- The product --------------------------------------------------------------------------------
 
 
-async def product_agents(server: Server, names: list[str], workdir: Path) -> None:
-    """The agents as an admin makes them, their phones registered (to the agents' SIPp) and
-    ready. Their contact is the SIPp that answers for all of them, not the address the
-    REGISTER came from, so the endpoints do not rewrite it."""
+async def product_agents(server: Server, names: list[str], workdir: Path,
+                         contact_port: int = AGENT_PORT) -> dict[str, str]:
+    """The agents as an admin makes them, their phones registered (to the agents' SIPp on
+    ``contact_port``) and ready; returns their SIP passwords. Their contact is the SIPp that
+    answers for all of them, not the address the REGISTER came from, so the endpoints do not
+    rewrite it. A cluster's agents register to its edge (its SIP target), which keeps the
+    contact as sent."""
     async with open_agents(server.settings) as agents:
         acd, ari = agents.acd, agents.ari
         passwords = {}
         for name in names:
             made = await agents.create(name, name, {"general": 3}, ["ko"])
             passwords[name] = made.sip_password
-            await ari.request("PUT", f"/asterisk/config/dynamic/res_pjsip/endpoint/{name}",
-                              body={"fields": [{"attribute": "rewrite_contact",
-                                                "value": "no"}]})
-        failed = await register_agents(server.sip_target, passwords, AGENT_PORT)
-        for _ in range(3):  # a busy Asterisk drops some of a burst of REGISTERs: again, later
-            if not failed:
+        # Each controller sets a new agent's account up again when it hears of it, in its own
+        # time, rewrite_contact included: an agent registered while that was on registers
+        # again, until every contact was taken with the bench's setting.
+        unsure = [] if server.settings.edge_address else names
+        deadline = time.monotonic() + 60
+        while True:
+            for name in unsure:
+                await ari.request("PUT", f"{ENDPOINTS}/{name}", body={"fields": [
+                    {"attribute": "rewrite_contact", "value": "no"}]})
+            await register(server, {name: passwords[name] for name in unsure or names},
+                           contact_port)
+            unsure = [name for name in unsure if await rewrites_contact(ari, name)]
+            if not unsure:
                 break
-            print(f"  {len(failed)} agents not registered yet: again", flush=True)
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{len(unsure)} agents' contacts rewritten, e.g. {unsure[0]}")
+            print(f"  {len(unsure)} agents' contacts maybe rewritten: again", flush=True)
             await asyncio.sleep(2)
-            failed = await register_agents(server.sip_target,
-                                           {name: passwords[name] for name in failed},
-                                           AGENT_PORT, at_once=10)
-        if failed:
-            raise RuntimeError(f"{len(failed)} agents not registered, e.g. {failed[0]}")
         deadline = time.monotonic() + 60
         for name in names:
             while (await acd.agent(name)).get("registered") != "1":
@@ -94,6 +102,30 @@ async def product_agents(server: Server, names: list[str], workdir: Path) -> Non
                                        f"(Asterisk: {endpoint.get('state')})")
                 await asyncio.sleep(0.2)
             await acd.log_in(name)
+    return passwords
+
+
+ENDPOINTS = "/asterisk/config/dynamic/res_pjsip/endpoint"
+
+
+async def rewrites_contact(ari: AriClient, name: str) -> bool:
+    fields = await ari.request("GET", f"{ENDPOINTS}/{name}")
+    return any(field["attribute"] == "rewrite_contact" and field["value"] in ("true", "yes")
+               for field in fields)
+
+
+async def register(server: Server, passwords: dict[str, str], contact_port: int) -> None:
+    failed = await register_agents(server.sip_target, passwords, contact_port)
+    for _ in range(3):  # a busy Asterisk drops some of a burst of REGISTERs: again, later
+        if not failed:
+            return
+        print(f"  {len(failed)} agents not registered yet: again", flush=True)
+        await asyncio.sleep(2)
+        failed = await register_agents(server.sip_target,
+                                       {name: passwords[name] for name in failed},
+                                       contact_port, at_once=10)
+    if failed:
+        raise RuntimeError(f"{len(failed)} agents not registered, e.g. {failed[0]}")
 
 
 async def menu_audio(server: Server) -> dict[str, Path]:

@@ -40,14 +40,16 @@ PRODUCT_SETTINGS = {
 }
 
 
-def start_product(base: Path, shift: int = 0, settings: dict[str, str] | None = None) -> Server:
-    """`ivr run` in ``base`` (emptied first), every port ``shift`` higher (RTP ten times)."""
+def start_product(base: Path, shift: int = 0, settings: dict[str, str] | None = None,
+                  verb: str = "run") -> Server:
+    """`ivr run` (or ``verb`` "cluster") in ``base`` (emptied first), every port ``shift``
+    higher (RTP ten times)."""
     _empty(base)
     ports = {key: str(int(value) + (shift * 10 if "_RTP_" in key else shift))
              for key, value in PRODUCT_PORTS.items()}
     env = {**os.environ, **ports, **PRODUCT_SETTINGS, **(settings or {})}
     env.update(stack_env(base, env))
-    return start_stack(base, env)
+    return start_stack(base, env, verb)
 
 
 def stop_product(server: Server) -> None:
