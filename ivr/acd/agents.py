@@ -103,9 +103,11 @@ class Agents:
         log.info("agent %s removed", username)
 
     async def announce(self, username: str) -> None:
-        """Tell every controller this agent changed: each brings its own Asterisk in line
-        (with several nodes, this process reached one of them only)."""
-        await self.acd.redis.publish(AGENTS_CHANGED, username)
+        """In a cluster, tell every controller this agent changed: each brings its own
+        Asterisk in line (this process reached one node's only). One node has one Asterisk,
+        which this process has just changed itself."""
+        if self._edge_address:
+            await self.acd.redis.publish(AGENTS_CHANGED, username)
 
     async def refresh(self, username: str) -> None:
         """The agent changed elsewhere: this Asterisk's account follows SQL."""
