@@ -157,7 +157,8 @@ class Stack:
         """Start a service again whenever it dies, with a growing pause."""
         while not self.stopping:
             assert service.process is not None
-            code = await service.process.wait()
+            code = await _exited(service.process)
+            _kill_leftovers(service.process.pid)
             if self.stopping:
                 return
             if time.monotonic() - service.started_at > 60:
@@ -203,12 +204,13 @@ class Stack:
         with contextlib.suppress(ProcessLookupError):
             process.send_signal(service.stop_signal)
         try:
-            await asyncio.wait_for(process.wait(), timeout=10)
+            await asyncio.wait_for(_exited(process), timeout=10)
         except TimeoutError:
             log.warning("%s did not stop in 10 s; killing it", service.name)
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
-            await process.wait()
+            await _exited(process)
+        _kill_leftovers(process.pid)
         for task in service.tasks:
             task.cancel()
         with contextlib.suppress(FileNotFoundError):
@@ -228,6 +230,24 @@ class Stack:
         ]
         for line in lines:
             log.info("%s", line)
+
+
+async def _exited(process: asyncio.subprocess.Process) -> int:
+    """The service's own exit code, as soon as it exits. (``process.wait()`` also waits for
+    its output pipe to close, which children it left behind may hold open for ever.)"""
+    # asyncio offers no event for the exit alone
+    while process.returncode is None:  # noqa: ASYNC110
+        await asyncio.sleep(0.1)
+    return process.returncode
+
+
+def _kill_leftovers(group: int) -> None:
+    """A service that died may leave children (Kamailio's workers, PostgreSQL's backends, the
+    callbot's recognizers) holding its ports and files: the one started next could not bind,
+    and they would answer in its place. Each service leads a process group of its own: end
+    what is left of it."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(group, signal.SIGKILL)
 
 
 # --- Readiness probes (also for the cluster's nodes, each with its own settings) ---------------
