@@ -6,7 +6,7 @@ SIPP_TARGET ?= 127.0.0.1:$(or $(IVR_SIP_PORT),5060)
 NUMBER ?= 120
 KEY ?= 4
 
-.PHONY: run cluster test install lint call publish bench bench-quick clean
+.PHONY: run cluster test install lint call publish bench bench-quick bench-cluster clean
 
 install:
 	@scripts/bootstrap.sh
@@ -43,6 +43,12 @@ bench: install
 
 bench-quick: install
 	$(VENV)/python -m bench --quick
+
+# The cluster (edge + two nodes) against one node, and its faults under load (bench/README.md):
+# under 20 minutes; `.venv/bin/python -m bench.cluster --quick` takes a few. Figures in
+# bench/cluster-results.json.
+bench-cluster: install
+	$(VENV)/python -m bench.cluster
 
 clean:
 	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache
